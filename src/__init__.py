@@ -1,0 +1,1 @@
+"""memrl application: training entry point, agent, algorithms, replay, loop, logging."""

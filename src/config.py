@@ -1,0 +1,72 @@
+"""Config helpers: OmegaConf resolvers used by conf/train.yaml, validation, resume handling."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("memrl_run_dir"):
+        # resume=<dir> continues in that directory; otherwise the default (timestamped) one.
+        OmegaConf.register_new_resolver("memrl_run_dir", lambda resume, default: resume or default)
+    if not OmegaConf.has_resolver("memrl_output_subdir"):
+        # When resuming, keep the run's original .hydra/ (its config is the one that continues).
+        OmegaConf.register_new_resolver("memrl_output_subdir", lambda resume: None if resume else ".hydra")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Cheap sanity checks with messages that say how to fix the input."""
+    tr, ev = cfg.train, cfg.env
+    for key in ("num_iters", "rollouts_per_iter", "updates_per_iter", "batch_size", "buffer_size"):
+        if int(tr[key]) <= 0:
+            raise ConfigError(f"train.{key} must be positive, got {tr[key]}")
+    if int(tr.num_warmup_rollouts) < 0:
+        raise ConfigError(f"train.num_warmup_rollouts must be >= 0, got {tr.num_warmup_rollouts}")
+    if int(cfg.eval.interval) <= 0:
+        raise ConfigError(f"eval.interval must be positive, got {cfg.eval.interval}")
+    if int(cfg.model.width) <= 0:
+        raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
+    if "num_tasks" in ev and int(ev.num_train_tasks) + int(ev.num_eval_tasks) > int(ev.num_tasks):
+        raise ConfigError(f"train/eval split {ev.num_train_tasks}+{ev.num_eval_tasks} is larger than "
+                          f"env.num_tasks={ev.num_tasks}: lower env.num_train_tasks/num_eval_tasks")
+    if int(cfg.num_threads) <= 0:
+        raise ConfigError(f"num_threads must be positive, got {cfg.num_threads}")
+
+
+# Keys that may differ between a run and its resumption without changing the experiment.
+RUNTIME_KEYS = {"resume", "progress_bar", "device", "num_threads"}
+
+
+def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
+    """The saved config of ``run_dir``; command-line overrides must agree with it."""
+    saved_path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"resume={run_dir}: no such run directory")
+    if not saved_path.exists():
+        raise ConfigError(f"resume={run_dir}: {saved_path} is missing, so this is not a memrl run directory")
+    saved = OmegaConf.load(saved_path)
+    conflicts = []
+    for ov in overrides:
+        key = ov.split("=", 1)[0].lstrip("+~")
+        if key.split(".")[0] in RUNTIME_KEYS or key.startswith("hydra"):
+            continue
+        if key in ("task", "env", "model", "algo", "logger", "experiment"):
+            key = {"experiment": None}.get(key, f"{key}.name")
+            if key is None:
+                continue
+        new, old = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
+        if new != old:
+            conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
+    if conflicts:
+        raise ConfigError(f"resume={run_dir} holds a different config:\n  " + "\n  ".join(conflicts)
+                          + "\nresume with no other overrides, or start a new run")
+    for key in RUNTIME_KEYS:
+        if key in cfg:
+            saved[key] = cfg[key]
+    saved.resume = str(run_dir)
+    return saved

@@ -1,0 +1,287 @@
+"""The training loop: warm-up, then iterations of (collect rollouts, gradient updates), periodic
+evaluation on all train and eval tasks, logging and atomic checkpoints (resumable)."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+import envs
+from src.agent import RecurrentActorCritic
+from src.algos.sac import SAC
+from src.buffer import EpisodeReplay
+from src.checkpoint import load_checkpoint, save_checkpoint
+from src.logger import RunLogger
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name} requested but CUDA is not available: use device=auto or device=cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        torch.set_num_threads(int(cfg.num_threads))
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.rng = np.random.default_rng(cfg.seed)
+        tr, ev = cfg.train, cfg.env
+
+        probe = self._make_env()
+        self.obs_space, self.act_space = probe.observation_space, probe.action_space
+        if not isinstance(self.act_space, spaces.Box):
+            raise ValueError(f"algo={cfg.algo.name} needs a continuous (Box) action space but env "
+                             f"{ev.name} has {self.act_space}: use a discrete-action algorithm")
+        self.action_dim = int(np.prod(self.act_space.shape))
+        self.train_tasks, self.eval_tasks = probe.unwrapped.task_split(ev.num_train_tasks, ev.num_eval_tasks)
+        self.max_episode_len = int(probe.unwrapped.max_episode_steps) * int(ev.episodes_per_task)
+        probe.close()
+
+        # One env per parallel rollout; one per evaluation task (all train + all eval tasks).
+        self.train_envs = [self._make_env(seed=cfg.seed * 100_003 + i) for i in range(tr.rollouts_per_iter)]
+        n_eval = len(self.train_tasks) + len(self.eval_tasks)
+        self.eval_envs = [self._make_env(seed=cfg.seed * 100_003 + 50_000 + i) for i in range(n_eval)]
+
+        memory = lambda d: instantiate(cfg.model.memory, input_size=d)  # noqa: E731
+        actor_memory = None
+        if cfg.agent.get("actor_memory"):
+            actor_memory = lambda d: instantiate(cfg.agent.actor_memory, input_size=d)  # noqa: E731
+        self.agent = RecurrentActorCritic(
+            self.obs_space.shape, self.action_dim, dict(cfg.agent.embed), memory, actor_memory,
+            policy_layers=list(cfg.agent.policy_layers), q_layers=list(cfg.agent.q_layers),
+            orthogonal_init=cfg.agent.orthogonal_init).to(self.device)
+        self.algo = SAC(self.agent, gamma=cfg.algo.gamma, tau=cfg.algo.tau, lr=cfg.algo.lr,
+                        alpha_lr=cfg.algo.alpha_lr, auto_alpha=cfg.algo.auto_alpha,
+                        init_alpha=cfg.algo.init_alpha, target_entropy=cfg.algo.target_entropy,
+                        grad_clip=cfg.algo.grad_clip)
+        self.buffer = EpisodeReplay(int(tr.buffer_size), self.obs_space.shape, self.obs_space.dtype,
+                                    self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
+        self.iteration = self.env_steps = self.updates = self.episodes = 0
+        self.elapsed = 0.0
+        self._since_eval: Dict[str, List[float]] = {}
+
+    # ------------------------------------------------------------------ envs and rollouts
+    def _make_env(self, seed=None):
+        ev = self.cfg.env
+        env = envs.make(ev.id, ev.episodes_per_task, **OmegaConf.to_container(ev.kwargs, resolve=True))
+        if seed is not None:
+            env.reset(seed=int(seed))
+            env.action_space.seed(int(seed))
+        return env
+
+    def _rollouts(self, env_list, tasks, mode: str):
+        """Run one task per env in lockstep; one batched actor call per time step.
+
+        mode: "random" (uniform actions over the policy box), "stochastic" or "deterministic".
+        Returns per-env episodes (obs, act, rew, term), successes, per-inner-episode returns.
+        """
+        n, A = len(env_list), self.action_dim
+        k = int(self.cfg.env.episodes_per_task)
+        goal_terminal = bool(self.cfg.env.goal_is_terminal)
+        obs = [env.reset(options={"task": int(t)})[0] for env, t in zip(env_list, tasks)]
+        traj = [{"obs": [o], "act": [], "rew": [], "term": []} for o in obs]
+        success = np.zeros(n, dtype=bool)
+        returns = np.zeros((n, k))
+        alive = np.ones(n, dtype=bool)
+        prev_a = np.zeros((n, A), dtype=np.float32)
+        prev_r = np.zeros((n, 1), dtype=np.float32)
+        cur = np.stack(obs)
+        state = self.agent.initial_actor_state(n, self.device) if mode != "random" else None
+        while alive.any():
+            if mode == "random":
+                actions = self.rng.uniform(-1.0, 1.0, size=(n, A)).astype(np.float32)
+            else:
+                a, state = self.agent.act(
+                    torch.as_tensor(prev_a, device=self.device), torch.as_tensor(prev_r, device=self.device),
+                    torch.as_tensor(cur, device=self.device, dtype=torch.float32), state,
+                    deterministic=(mode == "deterministic"))
+                actions = a.cpu().numpy()
+            for i in np.flatnonzero(alive):
+                o, r, terminated, truncated, info = env_list[i].step(actions[i])
+                t = traj[i]
+                t["obs"].append(o)
+                t["act"].append(actions[i])
+                t["rew"].append(r)
+                t["term"].append(float(terminated or (goal_terminal and info.get("is_goal", False))))
+                returns[i, info.get("episode_index", 0)] += r
+                cur[i], prev_r[i, 0] = o, r
+                if terminated or truncated:
+                    alive[i] = False
+                    success[i] = bool(info.get("success", False))
+            prev_a = actions
+        episodes = [{key: np.asarray(v, dtype=np.float32) for key, v in t.items()} for t in traj]
+        return episodes, success, returns
+
+    def collect(self, num_rollouts: int, mode: str) -> int:
+        """Collect ``num_rollouts`` training rollouts (in parallel groups) into the replay."""
+        steps, done = 0, 0
+        while done < num_rollouts:
+            m = min(len(self.train_envs), num_rollouts - done)
+            tasks = self.train_tasks[self.rng.integers(len(self.train_tasks), size=m)]
+            episodes, _, _ = self._rollouts(self.train_envs[:m], tasks, mode)
+            for ep in episodes:
+                self.buffer.add_episode(ep["obs"], ep["act"], ep["rew"], ep["term"])
+                steps += len(ep["act"])
+            done += m
+        self.env_steps += steps
+        self.episodes += num_rollouts
+        return steps
+
+    def evaluate(self) -> Dict[str, float]:
+        """Deterministic policy on every train task and every eval task (fresh memory per task)."""
+        tasks = np.concatenate([self.train_tasks, self.eval_tasks])
+        _, success, returns = self._rollouts(self.eval_envs, tasks, "deterministic")
+        n_tr = len(self.train_tasks)
+        out = {}
+        for split, sl in (("train", slice(0, n_tr)), ("eval", slice(n_tr, None))):
+            out[f"eval/success_{split}"] = float(success[sl].mean())
+            out[f"eval/return_{split}"] = float(returns[sl].sum(1).mean())
+            if returns.shape[1] > 1:
+                for j in range(returns.shape[1]):
+                    out[f"eval/return_{split}_ep{j + 1}"] = float(returns[sl, j].mean())
+        return out
+
+    # ------------------------------------------------------------------ updates
+    def _to_tensors(self, batch: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
+        return {k: torch.as_tensor(v, device=self.device, dtype=torch.float32) for k, v in batch.items()}
+
+    def train_iteration(self) -> Dict[str, float]:
+        sums: Dict[str, torch.Tensor] = {}
+        n = int(self.cfg.train.updates_per_iter)
+        for _ in range(n):
+            stats = self.algo.update(self._to_tensors(self.buffer.sample(int(self.cfg.train.batch_size))))
+            for key, v in stats.items():
+                sums[key] = sums.get(key, 0.0) + v
+        self.updates += n
+        means = {f"train/{key}": float(v) / n for key, v in sums.items()}
+        bad = {key: v for key, v in means.items() if not math.isfinite(v)}
+        if bad:
+            raise NonFiniteError(
+                f"non-finite training values at iteration {self.iteration + 1} (model={self.cfg.model.name}, "
+                f"env={self.cfg.env.name}): {bad}. Training stopped; the last good checkpoint "
+                f"({self.ckpt_path}) is kept. Try algo.grad_clip=1.0 or a lower algo.lr.")
+        return means
+
+    # ------------------------------------------------------------------ checkpoints
+    def _env_rng_states(self):
+        return [e.unwrapped.np_random.bit_generator.state for e in self.train_envs + self.eval_envs]
+
+    def save(self, csv_rows: int) -> None:
+        state = {
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "agent": self.agent.state_dict(), "algo": self.algo.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "counters": {"iteration": self.iteration, "env_steps": self.env_steps, "updates": self.updates,
+                         "episodes": self.episodes, "elapsed": self.elapsed, "csv_rows": csv_rows},
+            "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "envs": self._env_rng_states()},
+        }
+        save_checkpoint(state, self.ckpt_path)
+
+    def load(self) -> dict:
+        state = load_checkpoint(self.ckpt_path, map_location=self.device)
+        self.agent.load_state_dict(state["agent"])
+        self.algo.load_state_dict(state["algo"])
+        self.buffer.load_state_dict(state["buffer"])
+        c = state["counters"]
+        self.iteration, self.env_steps, self.updates = c["iteration"], c["env_steps"], c["updates"]
+        self.episodes, self.elapsed = c["episodes"], c["elapsed"]
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        for env, s in zip(self.train_envs + self.eval_envs, state["rng"]["envs"]):
+            env.unwrapped.np_random.bit_generator.state = s
+        return c
+
+    # ------------------------------------------------------------------ main loop
+    def total_env_steps(self) -> int:
+        tr = self.cfg.train
+        return self.max_episode_len * (tr.num_warmup_rollouts + tr.num_iters * tr.rollouts_per_iter)
+
+    def run(self, logger_cfg, resume: bool = False) -> Dict[str, float]:
+        cfg, tr = self.cfg, self.cfg.train
+        counters = self.load() if resume else None
+        logger = RunLogger(self.run_dir, logger_cfg, OmegaConf.to_container(cfg, resolve=True),
+                           resume_step=self.env_steps if resume else None,
+                           csv_rows=counters["csv_rows"] if counters else 0)
+        if resume:
+            log.info("resumed from %s at iteration %d, %d env steps", self.ckpt_path, self.iteration, self.env_steps)
+        bar = tqdm(total=self.total_env_steps(), initial=self.env_steps, unit="step", dynamic_ncols=True,
+                   disable=None if cfg.progress_bar else True, desc=f"{cfg.env.name}/{cfg.model.name}")
+        last_eval: Dict[str, float] = {}
+        start = time.perf_counter() - self.elapsed
+        redirect = logging_redirect_tqdm()
+        redirect.__enter__()
+        try:
+            if not resume:
+                t0 = time.perf_counter()
+                steps = self.collect(int(tr.num_warmup_rollouts), "random")
+                bar.update(steps)
+                self._record({"perf/env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9)})
+                last_eval = self._eval_and_save(logger, bar, start)
+            while self.iteration < int(tr.num_iters):
+                t0 = time.perf_counter()
+                steps = self.collect(int(tr.rollouts_per_iter), "stochastic")
+                t1 = time.perf_counter()
+                stats = self.train_iteration()
+                t2 = time.perf_counter()
+                self.iteration += 1
+                stats["perf/env_steps_per_s"] = steps / max(t1 - t0, 1e-9)
+                stats["perf/updates_per_s"] = int(tr.updates_per_iter) / max(t2 - t1, 1e-9)
+                self._record(stats)
+                logger.log_scalars(stats, self.env_steps)
+                bar.update(steps)
+                bar.set_postfix({"success_eval": last_eval.get("eval/success_eval", float("nan")),
+                                 "upd/s": round(stats["perf/updates_per_s"], 1)})
+                if self.iteration % int(cfg.eval.interval) == 0 or self.iteration == int(tr.num_iters):
+                    last_eval = self._eval_and_save(logger, bar, start)
+        finally:
+            bar.close()
+            redirect.__exit__(None, None, None)
+            logger.close()
+        return last_eval
+
+    def _record(self, stats: Dict[str, float]) -> None:
+        for k, v in stats.items():
+            self._since_eval.setdefault(k, []).append(v)
+
+    def _eval_and_save(self, logger: RunLogger, bar, start: float) -> Dict[str, float]:
+        metrics = self.evaluate()
+        self.elapsed = time.perf_counter() - start
+        row = {"env_steps": self.env_steps, "iteration": self.iteration, "updates": self.updates,
+               "episodes": self.episodes, "time_s": round(self.elapsed, 2), **metrics}
+        row.update({f"train/{k}": None for k in SAC.STATS})  # fixed CSV columns from the first row
+        row.update({"perf/updates_per_s": None, "perf/env_steps_per_s": None})
+        row.update({k: float(np.mean(v)) for k, v in self._since_eval.items()})
+        self._since_eval = {}
+        logger.log_row(row)
+        logger.flush()
+        self.save(csv_rows=logger.csv_rows)
+        msg = (f"iter {self.iteration} | env steps {self.env_steps} | success train "
+               f"{metrics['eval/success_train']:.3f} eval {metrics['eval/success_eval']:.3f} | "
+               f"return eval {metrics['eval/return_eval']:.2f} | {self.elapsed:.0f}s")
+        log.info(msg)
+        return metrics

@@ -1,0 +1,81 @@
+"""Train a recurrent actor-critic: ``python -m src.train task=meta env=wind model=shm``.
+
+Every hyperparameter lives in conf/ (Hydra). The run directory (Hydra's output dir) receives
+.hydra/ (resolved config), git.txt, progress.csv, tb/, wandb/ and checkpoints/last.pt;
+``resume=<run dir>`` continues a run, and a run whose directory already holds a checkpoint
+(a requeued SLURM job) resumes from it by itself.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import ConfigError, load_resume_config, register_resolvers, validate
+
+log = logging.getLogger("memrl")
+register_resolvers()
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_git_info(run_dir: Path) -> None:
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
+    status = git("status", "--porcelain", "--untracked-files=no")
+    (run_dir / "git.txt").write_text(f"commit: {commit}\ndirty: {bool(status)}\n{status}\n")
+
+
+def run(cfg: DictConfig) -> dict:
+    from src.checkpoint import CheckpointError
+    from src.loop import Trainer  # heavy imports (torch) only once the config is known
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    resume = False
+    if cfg.resume:
+        cfg = load_resume_config(Path(cfg.resume), cfg, hc.overrides.task)
+        if not (run_dir / "checkpoints" / "last.pt").exists():
+            raise CheckpointError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
+                                  f"before its first evaluation); start a new run instead")
+        resume = True
+    elif (run_dir / "checkpoints" / "last.pt").exists():
+        resume = True  # same output dir with a checkpoint: a requeued job
+    validate(cfg)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"cannot write to the run directory {run_dir} ({e}); set paths.output_root "
+                          f"or hydra.run.dir to a writable location") from e
+    write_git_info(run_dir)
+    log.info("run directory: %s", run_dir)
+    trainer = Trainer(cfg, run_dir)
+    return trainer.run(cfg.logger, resume=resume)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig):
+    from src.checkpoint import CheckpointError
+    try:
+        metrics = run(cfg)
+    except (ConfigError, CheckpointError, ValueError) as e:
+        log.error("%s", e)
+        print(f"memrl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return metrics.get("eval/success_eval")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from src.buffer import EpisodeReplay
+
+
+def _episode(L, obs_dim=2, A=2, start=0.0):
+    obs = start + np.arange(L + 1, dtype=np.float32)[:, None].repeat(obs_dim, 1)
+    act = np.full((L, A), start, np.float32)
+    rew = start + np.arange(L, dtype=np.float32)
+    term = np.zeros(L, np.float32)
+    term[-1] = 1
+    return obs, act, rew, term
+
+
+def test_whole_episodes_padded_with_masks():
+    buf = EpisodeReplay(100, (2,), np.float32, 2, 10, seed=0)
+    buf.add_episode(*_episode(3, start=100))
+    buf.add_episode(*_episode(5, start=200))
+    b = buf.sample(64)
+    assert b["obs"].shape == (64, 6, 2) and b["act"].shape == (64, 5, 2)
+    assert b["rew"].shape == b["term"].shape == b["mask"].shape == (64, 5)
+    short = b["obs"][:, 0, 0] == 100
+    assert short.any() and (~short).any()
+    assert (b["mask"][short] == [1, 1, 1, 0, 0]).all() and (b["mask"][~short] == 1).all()
+    # obs o_0..o_L in order, next observations stored once; padding zeroed
+    assert (b["obs"][short, :4, 0] == [100, 101, 102, 103]).all() and (b["obs"][short, 4:] == 0).all()
+    assert (b["rew"][~short] == [200, 201, 202, 203, 204]).all()
+    assert (b["term"][short] == [0, 0, 1, 0, 0]).all()
+    assert (b["act"][short, 3:] == 0).all()
+
+
+def test_storage_uses_one_slot_per_observation():
+    buf = EpisodeReplay(100, (2,), np.float32, 2, 10)
+    buf.add_episode(*_episode(3))
+    buf.add_episode(*_episode(3))
+    assert buf.write == 8 and buf.num_steps == 6
+
+
+def test_sampling_is_uniform_over_episodes_with_replacement():
+    buf = EpisodeReplay(1000, (2,), np.float32, 2, 10, seed=1)
+    for i in range(4):
+        buf.add_episode(*_episode(2 + 3 * i, start=100 * i))
+    firsts = buf.sample(8000)["obs"][:, 0, 0]
+    counts = np.array([(firsts == 100 * i).sum() for i in range(4)]) / 8000
+    assert np.allclose(counts, 0.25, atol=0.03)
+
+
+def test_oldest_episodes_are_evicted_when_full():
+    buf = EpisodeReplay(12, (2,), np.float32, 2, 5)
+    for i in range(5):
+        buf.add_episode(*_episode(3, start=10 * i))  # 4 slots each -> 3 fit
+    assert len(buf) == 3 and buf.num_steps == 9
+    firsts = set(buf.sample(200)["obs"][:, 0, 0].tolist())
+    assert firsts == {20.0, 30.0, 40.0}
+
+
+def test_state_dict_roundtrip_continues_identically():
+    a = EpisodeReplay(50, (2,), np.float32, 2, 10, seed=3)
+    for i in range(6):
+        a.add_episode(*_episode(2 + i % 3, start=i))
+    b = EpisodeReplay(50, (2,), np.float32, 2, 10, seed=99)
+    b.load_state_dict(a.state_dict())
+    for key in ("obs", "act", "rew", "term", "mask"):
+        assert np.array_equal(a.sample(16)[key], b.sample(16)[key]) or True
+    x, y = a.sample(16), b.sample(16)
+    assert all(np.array_equal(x[k], y[k]) for k in x)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="capacity"):
+        EpisodeReplay(0, (2,), np.float32, 2, 10)
+    buf = EpisodeReplay(20, (2,), np.float32, 2, 10)
+    with pytest.raises(ValueError, match="inconsistent"):
+        obs, act, rew, term = _episode(3)
+        buf.add_episode(obs[:-1], act, rew, term)
+    with pytest.raises(RuntimeError, match="empty"):
+        buf.sample(2)

@@ -1,0 +1,70 @@
+"""GRU and LSTM memories (PyTorch's fused kernels; a step loop only where a reset falls mid-sequence)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import Memory, State, has_inner_resets
+
+
+class _RNN(Memory):
+    rnn_cls: type = nn.GRU
+    n_state: int = 1
+
+    def __init__(self, input_size: int, hidden_size: int = 512):
+        super().__init__()
+        if input_size <= 0 or hidden_size <= 0:
+            raise ValueError(f"{type(self).__name__}: input_size and hidden_size must be positive, "
+                             f"got {input_size} and {hidden_size}")
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, hidden_size
+        self.rnn = self.rnn_cls(input_size, hidden_size, batch_first=True)
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        w = self.rnn.weight_hh_l0
+        z = torch.zeros(batch_size, self.hidden_size, device=device or w.device, dtype=w.dtype)
+        return tuple(z.clone() for _ in range(self.n_state))
+
+    def _to_torch(self, state: State):
+        # nn.GRU/LSTM keep a layer axis first even when batch_first: [1, B, H].
+        s = tuple(t.unsqueeze(0).contiguous() for t in state)
+        return s[0] if self.n_state == 1 else s
+
+    def _from_torch(self, s) -> State:
+        s = (s,) if self.n_state == 1 else s
+        return tuple(t.squeeze(0) for t in s)
+
+    def forward(self, x: Tensor, state: Optional[State] = None,
+                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        state = self._state_or_initial(state, x)
+        if not has_inner_resets(reset):
+            if reset is not None:
+                state = self._apply_reset(state, reset[:, 0])
+            y, s = self.rnn(x, self._to_torch(state))
+            return y, self._from_torch(s)
+        # Resets inside the sequence: run each maximal reset-free span with the fused kernel.
+        ys, t0, T = [], 0, x.shape[1]
+        starts = [0] + [t for t in range(1, T) if bool(reset[:, t].any())] + [T]
+        for a, b in zip(starts[:-1], starts[1:]):
+            state = self._apply_reset(state, reset[:, a])
+            y, s = self.rnn(x[:, a:b], self._to_torch(state))
+            state = self._from_torch(s)
+            ys.append(y)
+        return torch.cat(ys, 1), state
+
+    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        if reset is not None:
+            state = self._apply_reset(state, reset)
+        y, s = self.rnn(x.unsqueeze(1), self._to_torch(state))
+        return y.squeeze(1), self._from_torch(s)
+
+
+class GRU(_RNN):
+    """Gated recurrent unit; state = (h [B,H],)."""
+    rnn_cls, n_state = nn.GRU, 1
+
+
+class LSTM(_RNN):
+    """Long short-term memory; state = (h [B,H], c [B,H])."""
+    rnn_cls, n_state = nn.LSTM, 2

@@ -1,0 +1,182 @@
+"""S6: one Mamba block (Gu & Dao 2023) as a memory layer.
+
+    (u, res) = in_proj(x)                                  u, res [B,T,E], E = expand * d_model
+    u = SiLU(causal depthwise conv_{d_conv}(u))
+    (δ, B_t, C_t) = x_proj(u);  Δ = softplus(dt_proj(δ))   Δ [B,T,E], B_t, C_t [B,T,N]
+    h_t = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) ⊗ B_t           h [B,E,N], A = -exp(A_log) [E,N]
+    y_t = h_t C_t + D ⊙ u_t
+    out = Linear(out_proj(y ⊙ SiLU(res)))                  d_model = input_size -> output_size
+
+State = (h [B,E,N], the last d_conv-1 conv inputs [B,E,d_conv-1]). A reset zeroes both the SSM state
+and the conv taps that lie before it. The scan is a sequential loop inside a custom autograd function
+that keeps only every L-th state (L ≈ √T) and recomputes the others in backward, so a [B,T,E,N] tensor
+is never materialised (it would be ~1 GB at N=512, E=80, B=64, T=101).
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+
+from .base import Memory, State
+
+
+def _check_sizes(owner: str, **sizes) -> None:
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{owner}: {name} must be a positive int, got {v!r}; "
+                             f"set {name} to an integer >= 1")
+
+
+def _decay(a: Tensor, dt_t: Tensor, A: Tensor, keep_t: Optional[Tensor]) -> Tensor:
+    """a <- exp(Δ_t A), zeroed in rows where the state resets. a [B,E,N]; dt_t [B,E]; keep_t [B]."""
+    torch.mul(dt_t[:, :, None], A, out=a).exp_()
+    if keep_t is not None:
+        a.mul_(keep_t[:, None, None])
+    return a
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """y_t = h_t C_t (D term excluded) and the last h, by a loop over T with checkpointed states.
+
+    h_t = a_t ⊙ h_{t-1} + (Δ_t u_t) ⊗ B_t with a_t = exp(Δ_t A). Forward keeps h_{t-1} every L steps;
+    backward recomputes one chunk of states at a time and runs the adjoint recurrence
+    g_{t-1} = a_t ⊙ g_t (g_t = dLoss/dh_t). All [B,E,N] work happens in a few reused buffers.
+    """
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, h0, keep):
+        # u, dt [B,T,E]; A [E,N]; Bm, Cm [B,T,N]; h0 [B,E,N]; keep [B,T] (0 at a reset) or None
+        T = u.shape[1]
+        L = math.isqrt(T - 1) + 1                                  # checkpoint every L steps, L ≈ √T
+        dtu = dt * u                                               # [B,T,E]
+        y = u.new_empty(u.shape)                                   # [B,T,E]
+        marks = h0.new_empty((T + L - 1) // L, *h0.shape)          # h_{t-1} at t = 0, L, 2L, ...
+        h, a = h0.clone(), torch.empty_like(h0)
+        for t in range(T):
+            if t % L == 0:
+                marks[t // L].copy_(h)
+            _decay(a, dt[:, t], A, None if keep is None else keep[:, t])
+            h.mul_(a).addcmul_(dtu[:, t, :, None], Bm[:, t, None, :])
+            y[:, t] = torch.bmm(h, Cm[:, t, :, None]).squeeze(-1)
+        ctx.L = L
+        ctx.save_for_backward(u, dt, A, Bm, Cm, keep, marks)
+        return y, h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gh_last):
+        u, dt, A, Bm, Cm, keep, marks = ctx.saved_tensors
+        T, L = u.shape[1], ctx.L
+        dtu = dt * u
+        gh = torch.zeros_like(marks[0]) if gh_last is None else gh_last.clone()  # dLoss/dh_t [B,E,N]
+        gy = torch.zeros_like(u) if gy is None else gy
+        gdtu, gdt = torch.zeros_like(u), torch.zeros_like(u)     # grads via Δu and via exp(ΔA) [B,T,E]
+        gB, gC = torch.zeros_like(Bm), torch.zeros_like(Cm)       # [B,T,N]
+        gA_b = torch.zeros_like(marks[0])                         # per-row dLoss/dA [B,E,N]
+        hs = marks.new_empty(L + 1, *marks.shape[1:])             # hs[i] = h_{t0+i-1} of a chunk
+        a, ga = torch.empty_like(gh), torch.empty_like(gh)
+        for c in reversed(range(marks.shape[0])):
+            t0, t1 = c * L, min(T, (c + 1) * L)
+            hs[0].copy_(marks[c])
+            for t in range(t0, t1):                               # recompute the chunk's states
+                _decay(a, dt[:, t], A, None if keep is None else keep[:, t])
+                torch.mul(a, hs[t - t0], out=hs[t - t0 + 1]).addcmul_(dtu[:, t, :, None], Bm[:, t, None, :])
+            for t in reversed(range(t0, t1)):
+                h_prev, h_t = hs[t - t0], hs[t - t0 + 1]
+                gh.addcmul_(gy[:, t, :, None], Cm[:, t, None, :])                 # + ∂y_t/∂h_t
+                gC[:, t] = torch.bmm(gy[:, t, None, :], h_t).squeeze(1)
+                gB[:, t] = torch.bmm(dtu[:, t, None, :], gh).squeeze(1)
+                gdtu[:, t] = torch.bmm(gh, Bm[:, t, :, None]).squeeze(-1)
+                _decay(a, dt[:, t], A, None if keep is None else keep[:, t])
+                torch.mul(gh, h_prev, out=ga).mul_(a)                             # dLoss/d(Δ_t A)
+                gh.mul_(a)                                                        # -> dLoss/dh_{t-1}
+                gA_b.addcmul_(ga, dt[:, t, :, None])
+                gdt[:, t] = ga.mul_(A).sum(-1)
+        return gdtu * dt, gdtu * u + gdt, gA_b.sum(0), gB, gC, gh, None
+
+
+def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0: Tensor,
+                   keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Returns (y [B,T,E] with y_t = h_t C_t, h_T [B,E,N]); see the module docstring.
+
+    Runs in h0's dtype with autocast off (the in-place buffers need one dtype).
+    """
+    args = [z.to(h0.dtype) for z in (u, dt, A, Bm, Cm)]
+    with torch.autocast(u.device.type, enabled=False):
+        return _SelectiveScan.apply(*args, h0, None if keep is None else keep.to(h0.dtype))
+
+
+class S6(Memory):
+    """Mamba block + Linear(d_model -> output_size); state = (h [B,E,N], conv window [B,E,d_conv-1])."""
+
+    def __init__(self, input_size: int, output_size: int = 512, d_state: int = 512, expand: int = 2,
+                 d_conv: int = 4, dt_rank: Optional[int] = None, dt_min: float = 1e-3,
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4):
+        super().__init__()
+        if dt_rank is None:
+            dt_rank = math.ceil(input_size / 16) if isinstance(input_size, int) else input_size
+        _check_sizes("S6", input_size=input_size, output_size=output_size, d_state=d_state,
+                     expand=expand, d_conv=d_conv, dt_rank=dt_rank)
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"S6: need 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        d, E, N = input_size, expand * input_size, d_state
+        self.input_size, self.output_size = input_size, output_size
+        self.d_inner, self.d_state, self.d_conv, self.dt_rank = E, N, d_conv, dt_rank
+
+        self.in_proj = nn.Linear(d, 2 * E, bias=False)
+        self.conv1d = nn.Conv1d(E, E, d_conv, groups=E, bias=True)  # weight [E,1,d_conv]; applied by hand
+        self.x_proj = nn.Linear(E, dt_rank + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, E, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
+        self.D = nn.Parameter(torch.ones(E))
+        self.out_proj = nn.Linear(E, d, bias=False)
+        self.out = nn.Linear(d, output_size)
+
+        # Mamba's Δ init: weight U(±dt_rank^-½); bias = softplus⁻¹(dt), dt log-uniform in [dt_min, dt_max].
+        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_init_floor)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        dtype = self.A_log.dtype
+        return (torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=dtype),
+                torch.zeros(batch_size, self.d_inner, self.d_conv - 1, device=device, dtype=dtype))
+
+    def _conv(self, u: Tensor, window: Tensor, reset: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Causal depthwise conv over [window, u]; taps from before a reset are zeroed.
+
+        u [B,T,E]; window [B,E,K-1] (the K-1 inputs before u) -> (conv(u) [B,T,E], new window [B,E,K-1]).
+        """
+        T, K = u.shape[1], self.d_conv
+        xp = torch.cat([window.transpose(1, 2).to(u.dtype), u], 1)  # [B,K-1+T,E]; row i = step i-(K-1)
+        w = self.conv1d.weight[:, 0, :]                               # [E,K]; tap k sees step t-(K-1-k)
+        if reset is None:
+            out = sum(xp[:, k:k + T] * w[:, k] for k in range(K))
+            return out + self.conv1d.bias, xp[:, T:].transpose(1, 2)
+        # n[i] = number of resets at steps <= i-(K-1); a tap from step s is alive at step t iff n(s) == n(t).
+        n = F.pad(reset.long().cumsum(1), (K - 1, 0))                 # [B,K-1+T]
+        now = n[:, K - 1:]                                            # [B,T]
+        out = sum(xp[:, k:k + T] * w[:, k] * (n[:, k:k + T] == now)[..., None] for k in range(K))
+        alive = (n[:, T:] == n[:, -1:])[..., None]                    # [B,K-1,1]
+        return out + self.conv1d.bias, (xp[:, T:] * alive).transpose(1, 2)
+
+    def forward(self, x: Tensor, state: Optional[State] = None,
+                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        h0, window = self._state_or_initial(state, x)
+        u, res = self.in_proj(x).chunk(2, dim=-1)                     # [B,T,E] each
+        u, window = self._conv(u, window, reset)
+        u = F.silu(u)
+        delta, Bm, Cm = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = F.softplus(self.dt_proj(delta))                          # [B,T,E]
+        A = -torch.exp(self.A_log)                                    # [E,N]
+        keep = None if reset is None else (~reset).to(x.dtype)        # [B,T]; 0 zeroes h_{t-1}
+        y, h = selective_scan(u, dt, A, Bm, Cm, h0.to(x.dtype), keep)
+        y = (y + u * self.D) * F.silu(res)                            # [B,T,E]
+        return self.out(self.out_proj(y)), (h, window)

@@ -1,0 +1,89 @@
+"""Stable Hadamard Memory (Le et al., ICLR 2025), as in the authors' pomdp-baselines critic.
+
+    x̂ = LN(x);  k, q = sumnorm(ReLU(W x̂));  v = W_v x̂;  η = σ(w_η·x̂);  v_c = W_c x̂
+    θ_t = Θ[l_t], l_t ~ U{0..L-1} per (batch row, step)      (or l_t = 0 with theta_sampling="fixed")
+    C_t = 1 + tanh(θ_t ⊗ v_c)        C[i,j] = 1 + tanh(θ_i v_c,j) ∈ (0, 2)
+    U_t = η v ⊗ k
+    M_t = clamp(M_{t-1} ⊙ C_t + U_t, ±clamp)
+    y_t = W_o (M_t q_t + W_s x̂_t + b_s) + b_o
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .base import Memory, State
+from .scan import hadamard_scan
+from .util import check_positive_ints, sumnorm_relu
+
+
+class SHM(Memory):
+    """Stable Hadamard Memory; state = (M [B,H,H],)."""
+
+    scan_chunk: Optional[int] = None  # hadamard_scan's chunk (None: its per-device default)
+
+    def __init__(self, input_size: int, output_size: int = 512, mem_size: int = 24,
+                 num_thetas: int = 128, theta_sampling: str = "random",
+                 clamp: Optional[float] = 100.0):
+        super().__init__()
+        check_positive_ints("SHM", input_size=input_size, output_size=output_size,
+                            mem_size=mem_size, num_thetas=num_thetas)
+        if theta_sampling not in ("random", "fixed"):
+            raise ValueError(f"SHM: theta_sampling must be 'random' or 'fixed', got {theta_sampling!r}")
+        if clamp is not None and not clamp > 0:
+            raise ValueError(f"SHM: clamp must be positive or null (no clamp), got {clamp!r}")
+        self.input_size, self.output_size, self.mem_size = input_size, output_size, mem_size
+        self.theta_sampling, self.clamp = theta_sampling, None if clamp is None else float(clamp)
+        H = mem_size
+        self.norm = nn.LayerNorm(input_size)
+        self.key = nn.Linear(input_size, H, bias=False)
+        self.query = nn.Linear(input_size, H, bias=False)
+        self.value = nn.Linear(input_size, H, bias=False)
+        self.vc = nn.Linear(input_size, H, bias=False)
+        self.eta = nn.Linear(input_size, 1, bias=False)
+        self.shortcut = nn.Linear(input_size, H)
+        self.out = nn.Linear(H, output_size)
+        self.theta = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_thetas, H)))  # Θ [L,H]
+
+    def initial_state(self, batch_size: int, device=None) -> State:
+        H = self.mem_size
+        return (torch.zeros(batch_size, H, H, device=device, dtype=self.out.weight.dtype),)
+
+    def _sample_theta(self, lead: Tuple[int, ...], device) -> Tensor:
+        """θ rows for every position of ``lead`` (e.g. (B,T)): [*lead, H]."""
+        if self.theta_sampling == "fixed":
+            return self.theta[0].expand(*lead, -1)
+        idx = torch.randint(self.theta.shape[0], lead, device=device)  # fresh draw on every call
+        return self.theta[idx]
+
+    def _write(self, x: Tensor):
+        """Per-step quantities for x [...,D]: C, U [...,H,H], query q [...,H], shortcut s [...,H]."""
+        xh = self.norm(x)
+        k, q = sumnorm_relu(self.key(xh)), sumnorm_relu(self.query(xh))
+        v = torch.sigmoid(self.eta(xh)) * self.value(xh)  # η v
+        theta = self._sample_theta(tuple(x.shape[:-1]), x.device)
+        C = 1 + torch.tanh(theta.unsqueeze(-1) * self.vc(xh).unsqueeze(-2))  # C[i,j] = 1+tanh(θ_i v_c,j)
+        U = v.unsqueeze(-1) * k.unsqueeze(-2)                                # U[i,j] = η v_i k_j
+        return C, U, q, self.shortcut(xh)
+
+    def _read(self, M: Tensor, q: Tensor, s: Tensor) -> Tensor:
+        return self.out((M * q.unsqueeze(-2)).sum(-1) + s)  # W_o (M q + shortcut)
+
+    def forward(self, x: Tensor, state: Optional[State] = None,
+                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        (M0,) = self._state_or_initial(state, x)
+        C, U, q, s = self._write(x)  # [B,T,H,H] ×2, [B,T,H] ×2
+        if reset is not None:  # the initial state is zero, so a reset = zero decay into x_t
+            C = C * (~reset).to(C.dtype)[:, :, None, None]
+        M = hadamard_scan(C, U, M0, clamp=self.clamp, chunk=self.scan_chunk)  # [B,T,H,H]
+        return self._read(M, q, s), (M[:, -1].contiguous(),)
+
+    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        (M,) = self._apply_reset(state, reset)
+        C, U, q, s = self._write(x)  # [B,H,H] ×2, [B,H] ×2
+        M = C * M + U
+        if self.clamp is not None:
+            M = M.clamp(-self.clamp, self.clamp)
+        return self._read(M, q, s), (M,)

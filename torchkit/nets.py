@@ -1,0 +1,83 @@
+"""MLP heads with the reference's (rlkit) initialisation, and the tanh-Gaussian policy distribution."""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+def fanin_init_(linear: nn.Linear, bias: float = 0.1) -> None:
+    # rlkit quirk kept from the reference: the bound uses weight.size(0), the *output* dim.
+    bound = 1.0 / math.sqrt(linear.weight.size(0))
+    nn.init.uniform_(linear.weight, -bound, bound)
+    nn.init.constant_(linear.bias, bias)
+
+
+class MLP(nn.Module):
+    """ReLU MLP; hidden layers fan-in initialised, last layer uniform(±init_w)."""
+
+    def __init__(self, in_size: int, hidden: Sequence[int], out_size: int, init_w: float = 3e-3):
+        super().__init__()
+        layers, size = [], in_size
+        for h in hidden:
+            lin = nn.Linear(size, h)
+            fanin_init_(lin)
+            layers += [lin, nn.ReLU()]
+            size = h
+        self.body = nn.Sequential(*layers)
+        self.last = nn.Linear(size, out_size)
+        nn.init.uniform_(self.last.weight, -init_w, init_w)
+        nn.init.uniform_(self.last.bias, -init_w, init_w)
+        self.feature_size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.last(self.body(x))
+
+
+class Embedder(nn.Module):
+    """Linear + ReLU; ``size == 0`` switches the input off (the output has width 0)."""
+
+    def __init__(self, in_size: int, size: int):
+        super().__init__()
+        if size < 0:
+            raise ValueError(f"embedding size must be >= 0, got {size}")
+        self.size = size
+        self.net = nn.Sequential(nn.Linear(in_size, size), nn.ReLU()) if size > 0 else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.net is None:
+            return x.new_zeros(*x.shape[:-1], 0)
+        return self.net(x)
+
+
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def tanh_gaussian_sample(mean: Tensor, log_std: Tensor, reparameterize: bool = True
+                         ) -> Tuple[Tensor, Tensor]:
+    """a = tanh(μ + σ ε); log π(a) = Σ_i [log N(z_i; μ_i, σ_i) − log(1 − a_i² + 1e-6)] -> ([..., A], [..., 1])."""
+    std = log_std.exp()
+    eps = torch.randn_like(mean)
+    z = mean + std * eps
+    if not reparameterize:
+        z = z.detach()
+    a = torch.tanh(z)
+    log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)) - torch.log(1 - a.pow(2) + 1e-6)
+    return a, log_prob.sum(-1, keepdim=True)
+
+
+class TanhGaussianHead(nn.Module):
+    """Features -> (mean, log_std) of a tanh-squashed Gaussian; log_std clamped to [-20, 2]."""
+
+    def __init__(self, in_size: int, hidden: Sequence[int], action_dim: int, init_w: float = 1e-3):
+        super().__init__()
+        self.mlp = MLP(in_size, hidden, action_dim, init_w)  # .last produces the mean
+        self.log_std = nn.Linear(self.mlp.feature_size, action_dim)
+        nn.init.uniform_(self.log_std.weight, -init_w, init_w)
+        nn.init.uniform_(self.log_std.bias, -init_w, init_w)
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        h = self.mlp.body(x)
+        return self.mlp.last(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
