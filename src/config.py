@@ -12,8 +12,10 @@ class ConfigError(ValueError):
 
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("memrl_run_dir"):
-        # resume=<dir> continues in that directory; otherwise the default (timestamped) one.
-        OmegaConf.register_new_resolver("memrl_run_dir", lambda resume, default: resume or default)
+        # resume=<dir> continues in that directory (if it exists: a typo must not create one;
+        # the run then fails with a clear error); otherwise the default (timestamped) one.
+        OmegaConf.register_new_resolver(
+            "memrl_run_dir", lambda resume, default: resume if resume and Path(resume).is_dir() else default)
     if not OmegaConf.has_resolver("memrl_output_subdir"):
         # When resuming, keep the run's original .hydra/ (its config is the one that continues).
         OmegaConf.register_new_resolver("memrl_output_subdir", lambda resume: None if resume else ".hydra")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -79,7 +82,10 @@ class Trainer:
                                     self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
         self.iteration = self.env_steps = self.updates = self.episodes = 0
         self.elapsed = 0.0
-        self._since_eval: Dict[str, List[float]] = {}
+        self._since_eval: Dict[str, List[float]] = {}  # per-iteration stats since the last evaluation
+        self._pending = None      # the current iteration's progress: collected, updates done, sums
+        self._stop_signal = None  # set by SIGUSR2/SIGTERM/SIGINT: checkpoint and stop
+        self._prev_handlers = {}
 
     # ------------------------------------------------------------------ envs and rollouts
     def _make_env(self, seed=None):
@@ -166,22 +172,66 @@ class Trainer:
     def _to_tensors(self, batch: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
         return {k: torch.as_tensor(v, device=self.device, dtype=torch.float32) for k, v in batch.items()}
 
-    def train_iteration(self) -> Dict[str, float]:
-        sums: Dict[str, torch.Tensor] = {}
-        n = int(self.cfg.train.updates_per_iter)
-        for _ in range(n):
+    def _run_updates(self) -> bool:
+        """The current iteration's remaining gradient updates; False if a stop signal came first."""
+        p, n = self._pending, int(self.cfg.train.updates_per_iter)
+        t0 = time.perf_counter()
+        while p["updates_done"] < n:
+            if self._stop_signal is not None:
+                break
             stats = self.algo.update(self._to_tensors(self.buffer.sample(int(self.cfg.train.batch_size))))
             for key, v in stats.items():
-                sums[key] = sums.get(key, 0.0) + v
-        self.updates += n
-        means = {f"train/{key}": float(v) / n for key, v in sums.items()}
-        bad = {key: v for key, v in means.items() if not math.isfinite(v)}
+                p["sums"][key] = p["sums"].get(key, 0.0) + v
+            p["updates_done"] += 1
+            self.updates += 1
+        p["update_s"] += time.perf_counter() - t0
+        return p["updates_done"] == n
+
+    def _finish_iteration(self) -> Dict[str, float]:
+        p, n = self._pending, int(self.cfg.train.updates_per_iter)
+        self._pending = None
+        stats = {f"train/{key}": float(v) / n for key, v in p["sums"].items()}
+        bad = {key: v for key, v in stats.items() if not math.isfinite(v)}
         if bad:
             raise NonFiniteError(
                 f"non-finite training values at iteration {self.iteration + 1} (model={self.cfg.model.name}, "
                 f"env={self.cfg.env.name}): {bad}. Training stopped; the last good checkpoint "
                 f"({self.ckpt_path}) is kept. Try algo.grad_clip=1.0 or a lower algo.lr.")
-        return means
+        self.iteration += 1
+        stats["perf/env_steps_per_s"] = p["steps"] / max(p["collect_s"], 1e-9)
+        stats["perf/updates_per_s"] = n / max(p["update_s"], 1e-9)
+        return stats
+
+    # ------------------------------------------------------------------ stop signals
+    STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR2", "SIGTERM", "SIGINT") if hasattr(signal, name))
+
+    def _install_signal_handlers(self) -> None:
+        """SLURM/submitit send SIGUSR2 (or SIGTERM) before a kill: finish the current update,
+        checkpoint, then hand the signal to the previous handler (submitit requeues the job)."""
+        self._prev_handlers = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self.STOP_SIGNALS:
+            self._prev_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self._stop_signal = signum
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, handler in self._prev_handlers.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._prev_handlers = {}
+
+    def _forward_stop_signal(self) -> None:
+        sig, self._stop_signal = self._stop_signal, None
+        log.info("received %s: checkpoint saved at iteration %d (%d updates into it), stopping",
+                 signal.Signals(sig).name, self.iteration, self._pending["updates_done"] if self._pending else 0)
+        handler = self._prev_handlers.get(sig, signal.SIG_DFL)
+        self._restore_signal_handlers()
+        if callable(handler):
+            handler(sig, None)  # e.g. submitit's requeue, or KeyboardInterrupt for SIGINT
+        else:
+            os.kill(os.getpid(), sig)
 
     # ------------------------------------------------------------------ checkpoints
     def _env_rng_states(self):
@@ -194,6 +244,9 @@ class Trainer:
             "buffer": self.buffer.state_dict(),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps, "updates": self.updates,
                          "episodes": self.episodes, "elapsed": self.elapsed, "csv_rows": csv_rows},
+            "pending": None if self._pending is None else
+            {**self._pending, "sums": {k: float(v) for k, v in self._pending["sums"].items()}},
+            "since_eval": self._since_eval,
             "rng": {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state,
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                     "envs": self._env_rng_states()},
@@ -208,6 +261,7 @@ class Trainer:
         c = state["counters"]
         self.iteration, self.env_steps, self.updates = c["iteration"], c["env_steps"], c["updates"]
         self.episodes, self.elapsed = c["episodes"], c["elapsed"]
+        self._pending, self._since_eval = state["pending"], state["since_eval"]
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
@@ -233,34 +287,38 @@ class Trainer:
                    disable=None if cfg.progress_bar else True, desc=f"{cfg.env.name}/{cfg.model.name}")
         last_eval: Dict[str, float] = {}
         start = time.perf_counter() - self.elapsed
-        redirect = logging_redirect_tqdm()
-        redirect.__enter__()
+        self._install_signal_handlers()
         try:
-            if not resume:
-                t0 = time.perf_counter()
-                steps = self.collect(int(tr.num_warmup_rollouts), "random")
-                bar.update(steps)
-                self._record({"perf/env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9)})
-                last_eval = self._eval_and_save(logger, bar, start)
-            while self.iteration < int(tr.num_iters):
-                t0 = time.perf_counter()
-                steps = self.collect(int(tr.rollouts_per_iter), "stochastic")
-                t1 = time.perf_counter()
-                stats = self.train_iteration()
-                t2 = time.perf_counter()
-                self.iteration += 1
-                stats["perf/env_steps_per_s"] = steps / max(t1 - t0, 1e-9)
-                stats["perf/updates_per_s"] = int(tr.updates_per_iter) / max(t2 - t1, 1e-9)
-                self._record(stats)
-                logger.log_scalars(stats, self.env_steps)
-                bar.update(steps)
-                bar.set_postfix({"success_eval": last_eval.get("eval/success_eval", float("nan")),
-                                 "upd/s": round(stats["perf/updates_per_s"], 1)})
-                if self.iteration % int(cfg.eval.interval) == 0 or self.iteration == int(tr.num_iters):
-                    last_eval = self._eval_and_save(logger, bar, start)
+            with logging_redirect_tqdm():
+                if not resume:
+                    t0 = time.perf_counter()
+                    steps = self.collect(int(tr.num_warmup_rollouts), "random")
+                    bar.update(steps)
+                    self._record({"perf/env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9)})
+                    last_eval = self._eval_and_save(logger, start)
+                while self.iteration < int(tr.num_iters):
+                    if self._pending is None:  # collect this iteration's rollouts
+                        t0 = time.perf_counter()
+                        steps = self.collect(int(tr.rollouts_per_iter), "stochastic")
+                        self._pending = {"steps": steps, "collect_s": time.perf_counter() - t0,
+                                         "updates_done": 0, "update_s": 0.0, "sums": {}}
+                        bar.update(steps)
+                    if not self._run_updates():  # stop signal: save mid-iteration, then stop
+                        self.elapsed = time.perf_counter() - start
+                        self.save(csv_rows=logger.csv_rows)
+                        logger.flush()
+                        self._forward_stop_signal()
+                        return last_eval
+                    stats = self._finish_iteration()
+                    self._record(stats)
+                    logger.log_scalars(stats, self.env_steps)
+                    bar.set_postfix({"success_eval": last_eval.get("eval/success_eval", float("nan")),
+                                     "upd/s": round(stats["perf/updates_per_s"], 1)})
+                    if self.iteration % int(cfg.eval.interval) == 0 or self.iteration == int(tr.num_iters):
+                        last_eval = self._eval_and_save(logger, start)
         finally:
+            self._restore_signal_handlers()
             bar.close()
-            redirect.__exit__(None, None, None)
             logger.close()
         return last_eval
 
@@ -268,7 +326,7 @@ class Trainer:
         for k, v in stats.items():
             self._since_eval.setdefault(k, []).append(v)
 
-    def _eval_and_save(self, logger: RunLogger, bar, start: float) -> Dict[str, float]:
+    def _eval_and_save(self, logger: RunLogger, start: float) -> Dict[str, float]:
         metrics = self.evaluate()
         self.elapsed = time.perf_counter() - start
         row = {"env_steps": self.env_steps, "iteration": self.iteration, "updates": self.updates,

@@ -1,0 +1,113 @@
+"""End-to-end: tiny training runs, progress.csv, checkpoints, exact resume, CLI errors."""
+import csv
+import math
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.loop import Trainer
+from tests.helpers import TINY, compose_cfg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("env", ["wind", "point_robot"])
+def test_tiny_run_writes_progress_and_checkpoint(tmp_path, env):
+    cfg = compose_cfg(TINY + [f"env={env}"])
+    metrics = Trainer(cfg, tmp_path).run(cfg.logger)
+    rows = read_csv(tmp_path / "progress.csv")
+    assert [int(r["iteration"]) for r in rows] == [0, 2]
+    horizon = 100 * cfg.env.episodes_per_task
+    assert [int(r["env_steps"]) for r in rows] == [2 * horizon, 6 * horizon]
+    assert int(rows[-1]["updates"]) == 4
+    for r in rows:
+        for split in ("train", "eval"):
+            assert 0.0 <= float(r[f"eval/success_{split}"]) <= 1.0
+    assert all(math.isfinite(float(rows[-1][f"train/{k}"])) for k in ("qf1_loss", "qf2_loss", "policy_loss", "alpha"))
+    if env == "point_robot":
+        assert "eval/return_eval_ep2" in rows[0]
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    assert set(metrics) >= {"eval/success_train", "eval/success_eval"}
+
+
+class Stopped(Exception):
+    pass
+
+
+def run_until_signal(cfg, run_dir, stop_after_updates, monkeypatch):
+    """Run, deliver a stop signal once `stop_after_updates` updates are done, return the trainer."""
+    trainer = Trainer(cfg, run_dir)
+    update = trainer.algo.update
+
+    def update_then_signal(batch):
+        out = update(batch)
+        if trainer.updates + 1 == stop_after_updates:
+            trainer._on_signal(signal.SIGUSR2, None)
+        return out
+
+    monkeypatch.setattr(trainer.algo, "update", update_then_signal)
+    monkeypatch.setattr(Trainer, "_forward_stop_signal", lambda self: (_ for _ in ()).throw(Stopped()))
+    with pytest.raises(Stopped):
+        trainer.run(cfg.logger)
+    monkeypatch.undo()
+    return trainer
+
+
+@pytest.mark.parametrize("stop_after_updates", [4, 5])  # at an iteration boundary, mid-iteration
+def test_resume_continues_counters_and_equals_an_uninterrupted_run(tmp_path, monkeypatch, stop_after_updates):
+    overrides = TINY + ["train.num_iters=4", "logger.tensorboard=true"]
+    cfg = compose_cfg(overrides)
+    Trainer(cfg, tmp_path / "a").run(cfg.logger)
+
+    stopped = run_until_signal(compose_cfg(overrides), tmp_path / "b", stop_after_updates, monkeypatch)
+    assert stopped.updates == stop_after_updates
+    resumed = Trainer(compose_cfg(overrides), tmp_path / "b")
+    resumed.run(cfg.logger, resume=True)
+    assert resumed.iteration == 4 and resumed.updates == 8
+
+    a, b = read_csv(tmp_path / "a" / "progress.csv"), read_csv(tmp_path / "b" / "progress.csv")
+    assert [int(r["iteration"]) for r in b] == [0, 2, 4]  # no duplicated or missing rows
+    skip = {"time_s", "perf/updates_per_s", "perf/env_steps_per_s"}
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in skip} == {k: v for k, v in rb.items() if k not in skip}
+
+
+def _cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_resume_of_missing_dir_is_a_clear_error(tmp_path):
+    r = _cli("experiment=smoke", f"resume={tmp_path / 'nope'}")
+    assert r.returncode == 2
+    assert "no such run directory" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_unknown_model_lists_the_valid_ones():
+    r = _cli("model=nope", "--cfg", "job")
+    assert r.returncode != 0
+    assert "Could not find 'model/nope'" in r.stderr and "shm" in r.stderr
+
+
+def test_cli_smoke_run_and_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    common = ["logger=none", "progress_bar=false"]
+    r = _cli("experiment=smoke", *common, f"hydra.run.dir={run_dir}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = read_csv(run_dir / "progress.csv")
+    assert rows and "eval/success_eval" in rows[-1]
+    assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "git.txt").exists()
+    r = _cli(f"resume={run_dir}", "model=shm")  # conflicts with the run's model
+    assert r.returncode == 2 and "holds a different config" in r.stderr
+    r = _cli(f"resume={run_dir}", "progress_bar=false")  # finished run: resumes and stops at once
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert read_csv(run_dir / "progress.csv") == rows
