@@ -19,6 +19,28 @@ def register_resolvers() -> None:
     if not OmegaConf.has_resolver("memrl_output_subdir"):
         # When resuming, keep the run's original .hydra/ (its config is the one that continues).
         OmegaConf.register_new_resolver("memrl_output_subdir", lambda resume: None if resume else ".hydra")
+    if not OmegaConf.has_resolver("memrl_local_batch"):
+        # hydra.sweeper.max_batch_size: `n` jobs at a time with the submitit local launcher, no
+        # batching otherwise (SLURM limits concurrency with hydra.launcher.array_parallelism).
+        OmegaConf.register_new_resolver(
+            "memrl_local_batch", lambda target, n: int(n) if str(target).endswith(".LocalLauncher") else None)
+    if not OmegaConf.has_resolver("memrl_dir_tag"):
+        OmegaConf.register_new_resolver("memrl_dir_tag", dir_tag)
+
+
+def dir_tag(override_dirname: str, max_len: int = 120) -> str:
+    """Suffix of a multirun job directory: "" or "_" + the job's other overrides, path-safe.
+
+    It depends only on the job's own overrides (not on its position in the sweep), so a job that
+    is requeued or relaunched into the same sweep dir finds its directory (and checkpoint) again.
+    """
+    if not override_dirname:
+        return ""
+    tag = "".join(c if c.isalnum() or c in "=,.-+_" else "-" for c in str(override_dirname))
+    if len(tag) > max_len:  # keep it readable and below file-name limits, still unique
+        import hashlib
+        tag = tag[: max_len - 9] + "-" + hashlib.sha1(tag.encode()).hexdigest()[:8]
+    return "_" + tag
 
 
 def validate(cfg: DictConfig) -> None:

@@ -41,6 +41,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def actor_memory_factory(cfg: DictConfig):
+    """``agent.actor_memory=<model>`` gives the actor its own memory kind (e.g. ``gru``, as in the
+    released SHM code where only the critic holds the memory under test), at width ``model.width``."""
+    name = cfg.agent.get("actor_memory")
+    if not name:
+        return None
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    if not path.exists():
+        valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+        raise ValueError(f"agent.actor_memory={name}: unknown model; valid: {valid}")
+    node = OmegaConf.create({"model": OmegaConf.load(path)})
+    node.model.width = cfg.model.width
+    return lambda d: instantiate(node.model.memory, input_size=d)
+
+
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         self.cfg, self.run_dir = cfg, Path(run_dir)
@@ -67,9 +85,7 @@ class Trainer:
         self.eval_envs = [self._make_env(seed=cfg.seed * 100_003 + 50_000 + i) for i in range(n_eval)]
 
         memory = lambda d: instantiate(cfg.model.memory, input_size=d)  # noqa: E731
-        actor_memory = None
-        if cfg.agent.get("actor_memory"):
-            actor_memory = lambda d: instantiate(cfg.agent.actor_memory, input_size=d)  # noqa: E731
+        actor_memory = actor_memory_factory(cfg)
         self.agent = RecurrentActorCritic(
             self.obs_space.shape, self.action_dim, dict(cfg.agent.embed), memory, actor_memory,
             policy_layers=list(cfg.agent.policy_layers), q_layers=list(cfg.agent.q_layers),

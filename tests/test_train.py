@@ -111,3 +111,30 @@ def test_cli_smoke_run_and_resume(tmp_path):
     r = _cli(f"resume={run_dir}", "progress_bar=false")  # finished run: resumes and stops at once
     assert r.returncode == 0, r.stderr[-2000:]
     assert read_csv(run_dir / "progress.csv") == rows
+
+
+MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("env", ["wind", "point_robot"])
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_with_finite_losses(tmp_path, env, model):
+    small = {"s6": ["model.memory.d_state=16"], "gpt2": ["model.memory.window=256"]}.get(model, [])
+    cfg = compose_cfg(TINY + [f"env={env}", f"model={model}", "train.num_iters=2", "eval.interval=2"] + small)
+    Trainer(cfg, tmp_path).run(cfg.logger)
+    last = read_csv(tmp_path / "progress.csv")[-1]
+    for k in ("qf1_loss", "qf2_loss", "policy_loss", "alpha", "entropy", "q_grad_norm", "pi_grad_norm"):
+        assert math.isfinite(float(last[f"train/{k}"])), (k, last[f"train/{k}"])
+
+
+def test_actor_memory_override_builds_a_gru_actor(tmp_path):
+    from torchkit.memory.rnn import GRU
+    from torchkit.memory.shm import SHM
+    cfg = compose_cfg(TINY + ["model=shm", "agent.actor_memory=gru", "train.num_iters=2"])
+    trainer = Trainer(cfg, tmp_path)
+    assert isinstance(trainer.agent.actor.encoder.memory, GRU)
+    assert isinstance(trainer.agent.critic.encoder.memory, SHM)
+    assert trainer.agent.actor.encoder.memory.output_size == cfg.model.width
+    trainer.run(cfg.logger)
+    with pytest.raises(ValueError, match="unknown model; valid: .*gru"):
+        Trainer(compose_cfg(TINY + ["agent.actor_memory=nope"]), tmp_path / "x")

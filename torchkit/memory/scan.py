@@ -119,11 +119,15 @@ class _HadamardScan(torch.autograd.Function):
 
 def _mv(A: Tensor, x: Tensor) -> Tensor:
     """(A x)_i = Σ_j A_ij x_j for A [...,H,H], x [...,H]."""
+    if torch.compiler.is_compiling():  # elementwise + sum: inductor fuses it with the recurrence
+        return (A * x.unsqueeze(-2)).sum(-1)
     return (A @ x.unsqueeze(-1)).squeeze(-1)
 
 
 def _vm(x: Tensor, A: Tensor) -> Tensor:
     """(xᵀ A)_j = Σ_i x_i A_ij for x [...,H], A [...,H,H]."""
+    if torch.compiler.is_compiling():
+        return (x.unsqueeze(-1) * A).sum(-2)
     return (x.unsqueeze(-2) @ A).squeeze(-2)
 
 
@@ -222,7 +226,7 @@ class _SHMScan(torch.autograd.Function):
             keep = None if keep is None else torch.cat([keep, keep.new_ones(pad, B)])
         fwd = _compiled_kernels()[0] if compiled else _shm_fwd_chunk
         Tp = tm[0].shape[0]
-        M, starts, hs = M0, [], []
+        M, starts, hs = M0.detach().contiguous(), [], []  # (plain inputs: no compiled re-guards)
         for a in range(0, Tp, chunk):
             sl = slice(a, a + chunk)
             starts.append(M)
@@ -239,12 +243,12 @@ class _SHMScan(torch.autograd.Function):
         *tm, keep, starts = ctx.saved_tensors
         T, chunk = ctx.T, ctx.chunk
         Tp, B, H = tm[0].shape
-        dh = dh.transpose(0, 1)  # [T,B,H]
+        dh = dh.transpose(0, 1).contiguous()  # [T,B,H] (incoming grads may be expanded views)
         if Tp > T:
             dh = torch.cat([dh, dh.new_zeros(Tp - T, B, H)])
         bwd = _compiled_kernels()[1] if ctx.compiled else _shm_bwd_chunk
         grads = [torch.empty_like(x) for x in tm]  # dθ, dvc, dev, dk, dq   [Tp,B,H]
-        D = dM
+        D = dM.contiguous()
         for n, a in reversed(list(enumerate(range(0, Tp, chunk)))):
             sl = slice(a, a + chunk)
             *g, D = bwd(*(x[sl] for x in tm), None if keep is None else keep[sl], starts[n],
