@@ -29,6 +29,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, cfg_logger, config: dict, resume_step: Optional[int] = None,
                  csv_rows: int = 0):
         self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.run_dir / "progress.csv"
         self.csv_rows = csv_rows
         self._fields = None

@@ -8,6 +8,7 @@ Every hyperparameter lives in conf/ (Hydra). The run directory (Hydra's output d
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,16 +37,13 @@ def write_git_info(run_dir: Path) -> None:
 
 
 def run(cfg: DictConfig) -> dict:
-    from src.checkpoint import CheckpointError
-    from src.loop import Trainer  # heavy imports (torch) only once the config is known
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     resume = False
     if cfg.resume:
         cfg = load_resume_config(Path(cfg.resume), cfg, hc.overrides.task)
         if not (run_dir / "checkpoints" / "last.pt").exists():
-            raise CheckpointError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
+            raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
                                   f"before its first evaluation); start a new run instead")
         resume = True
     elif (run_dir / "checkpoints" / "last.pt").exists():
@@ -61,6 +59,7 @@ def run(cfg: DictConfig) -> dict:
                           f"or hydra.run.dir to a writable location") from e
     write_git_info(run_dir)
     log.info("run directory: %s", run_dir)
+    from src.loop import Trainer  # heavy imports (torch) only once the config is known
     trainer = Trainer(cfg, run_dir)
     return trainer.run(cfg.logger, resume=resume)
 
@@ -68,14 +67,37 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig):
     from src.checkpoint import CheckpointError
+    from src.loop import NonFiniteError
     try:
         metrics = run(cfg)
-    except (ConfigError, CheckpointError, ValueError) as e:
+    except (ConfigError, CheckpointError, ValueError, NonFiniteError) as e:
         log.error("%s", e)
         print(f"memrl: error: {e}", file=sys.stderr)
         sys.exit(2)
     return metrics.get("eval/success_eval")
 
 
+def check_output_root(argv) -> None:
+    """Hydra creates the run directory before any of our code runs and fails there with a stack
+    trace; check the requested location first and say how to fix it."""
+    target = "outputs"
+    for arg in argv:
+        for key in ("paths.output_root=", "hydra.run.dir=", "hydra.sweep.dir="):
+            if arg.startswith(key):
+                target = arg[len(key):]
+    if "${" in target:
+        return
+    try:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        probe = Path(target) / f".memrl_write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        print(f"memrl: error: cannot write run directories under {target} ({e.strerror}); "
+              f"set paths.output_root=<a writable directory>", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    check_output_root(sys.argv[1:])
     main()
