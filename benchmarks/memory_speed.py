@@ -2,7 +2,7 @@
 
     python benchmarks/memory_speed.py                      # B=64, T ∈ {100, 500, 1000}, H=24
     python benchmarks/memory_speed.py --T 512 --B 64 --H 24
-    python benchmarks/memory_speed.py --quick              # T=100, 2 timed calls, small layer section
+    python benchmarks/memory_speed.py --quick              # T=100 only, 2 timed calls (about 1 min)
 
 Part 1 times the SHM recurrence alone, from its factors θ, vc, ev, k, q [B,T,H] and M0 [B,H,H] to
 h [B,T,H] and M_T, by five methods:
@@ -14,8 +14,10 @@ h [B,T,H] and M_T, by five methods:
   compiled    shm_scan(backend="compiled") (compile time reported separately)
 Part 2 builds every layer of conf/model/*.yaml (the paper's sizes) and times forward+backward.
 
-Time = median of the timed calls after one warm-up; "saved" = bytes of the distinct storages that
-autograd keeps for backward (torch.autograd.graph.saved_tensors_hooks). Threads: --threads (1).
+Time = median of the timed calls after the first call (which is reported apart: it includes any
+compile); "saved" = bytes of the distinct storages that autograd keeps for backward
+(torch.autograd.graph.saved_tensors_hooks). Threads: --threads (1). --clock cpu times this process's
+CPU time instead of wall time, steadier when other jobs share the cores.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ def compiled(th, vc, ev, k, q, M0, clamp):
     return shm_scan(th, vc, ev, k, q, M0, clamp=clamp, backend="compiled")
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 SHM_METHODS = {"ref_index": ref_index, "unbind": unbind, "hadamard": hadamard, "eager": eager,
                "compiled": compiled}
 
@@ -84,8 +87,8 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(fn, inputs, reps: int, device):
-    """fn(*inputs) -> tensors; loss = Σ w·out. Returns (first-call s, median s, saved MB)."""
+def measure(fn, inputs, reps: int, device, clock=time.perf_counter):
+    """fn(*inputs) -> tensors; loss = Σ out·1e-3. Returns (first-call s, median s, saved MB)."""
     def call(count_saved=False):
         seen = {}
 
@@ -108,10 +111,10 @@ def measure(fn, inputs, reps: int, device):
     first = time.perf_counter() - t0
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = clock()
         call()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return first, statistics.median(times), saved
 
 
@@ -132,7 +135,7 @@ def fmt_t(s):
 
 def shm_table(args, device):
     print(f"## SHM recurrence, forward+backward (B={args.B}, H={args.H}, clamp={args.clamp}, "
-          f"{torch.get_num_threads()} thread(s), {device})\n")
+          f"{torch.get_num_threads()} thread(s), {device}, {args.clock} time)\n")
     print("| T | method | time | vs unbind | saved MB | vs unbind | first call |")
     print("|---|---|---|---|---|---|---|")
     for T in args.T:
@@ -143,7 +146,8 @@ def shm_table(args, device):
                 rows[name] = None
                 continue
             reps = 1 if name == "ref_index" and T > 200 else args.reps
-            rows[name] = measure(lambda *x: SHM_METHODS[name](*x, args.clamp), inputs, reps, device)
+            rows[name] = measure(lambda *x: SHM_METHODS[name](*x, args.clamp), inputs, reps, device,
+                                 CLOCKS[args.clock])
         base = rows.get("unbind")
         for name, r in rows.items():
             if r is None:
@@ -163,7 +167,7 @@ def layers_table(args, device):
     from omegaconf import OmegaConf
 
     print(f"## Memory layers at conf/model sizes, forward+backward (B={args.B}, T={args.layer_T}, "
-          f"D={args.D})\n")
+          f"D={args.D}, {args.clock} time)\n")
     print("| model | params | time | saved MB | first call |")
     print("|---|---|---|---|---|")
     for path in sorted((ROOT / "conf" / "model").glob("*.yaml")):
@@ -174,10 +178,17 @@ def layers_table(args, device):
         layer = instantiate(cfg.model.memory, input_size=args.D).to(device)
         x = torch.randn(args.B, args.layer_T, args.D, device=device, requires_grad=True)
         params = sum(p.numel() for p in layer.parameters())
-        fn = lambda x: (layer(x)[0],)  # noqa: E731
-        first, med, saved = measure(fn, [x], args.reps, device)
-        print(f"| {path.stem} | {params / 1e3:.0f}k | {fmt_t(med)} | {saved:.1f} | {fmt_t(first)} |")
-        sys.stdout.flush()
+        variants = {path.stem: {}}
+        if path.stem == "shm":  # the SHM paths: the config's (fused, auto) and the alternatives
+            variants.update({"shm scan=fused backend=eager": {"backend": "eager"},
+                             "shm scan=reference": {"scan": "reference"}})
+        for name, attrs in variants.items():
+            for key, value in attrs.items():
+                setattr(layer, key, value)
+            fn = lambda x: (layer(x)[0],)  # noqa: E731
+            first, med, saved = measure(fn, [x], args.reps, device, CLOCKS[args.clock])
+            print(f"| {name} | {params / 1e3:.0f}k | {fmt_t(med)} | {saved:.1f} | {fmt_t(first)} |")
+            sys.stdout.flush()
     print()
 
 
@@ -193,7 +204,10 @@ def main(argv=None):
     p.add_argument("--max-ref-T", type=int, default=256, help="skip ref_index above this T (O(T²))")
     p.add_argument("--methods", nargs="+", default=list(SHM_METHODS), choices=list(SHM_METHODS))
     p.add_argument("--models", nargs="*", default=None, help="part 2 models (default: all)")
+    p.add_argument("--no-shm", action="store_true", help="skip part 1")
     p.add_argument("--no-layers", action="store_true", help="skip part 2")
+    p.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                   help="cpu = this process's CPU time (steadier on a shared machine; 1 thread)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="T=100, 2 timed calls")
@@ -203,7 +217,8 @@ def main(argv=None):
     args.layer_T = args.layer_T or args.T[0]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    shm_table(args, device)
+    if not args.no_shm:
+        shm_table(args, device)
     if not args.no_layers:
         layers_table(args, device)
 

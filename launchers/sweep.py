@@ -4,7 +4,8 @@
     python -m launchers.sweep --launcher slurm --name wind-lr env=wind algo.lr=1e-4,3e-4 --background
 
 What it does:
-  1. picks the sweep dir (``--sweep-dir``, default ``outputs/sweeps/<name>_<time>``);
+  1. picks the sweep dir (``--sweep-dir``, default ``<paths.output_root>/sweeps/<name>_<time>``,
+     i.e. ``outputs/sweeps/...`` unless conf/local/default.yaml moves it);
   2. copies the code, as it is now, to ``<sweep dir>/code`` (launchers/snapshot.py), or reuses
      that copy when the sweep dir already has one (relaunching a sweep continues it: every job
      dir that holds a checkpoint resumes);
@@ -57,17 +58,33 @@ def build_command(overrides: Sequence[str], sweep_dir: Path, launcher: str = "lo
     return cmd + list(overrides)
 
 
-def default_sweep_dir(name: str, output_root: Path = PROJECT_ROOT / "outputs") -> Path:
-    return Path(output_root) / "sweeps" / f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+def output_root() -> Path:
+    """``paths.output_root`` as composed from conf/ (site settings in conf/local/ included)."""
+    try:
+        from hydra import compose, initialize_config_dir
+
+        from src.config import register_resolvers
+        register_resolvers()
+        with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
+            root = Path(str(compose("train").paths.output_root))
+    except Exception:  # noqa: BLE001 - a config problem shows up when the sweep composes its jobs
+        root = Path("outputs")
+    return root if root.is_absolute() else PROJECT_ROOT / root
+
+
+def default_sweep_dir(name: str, root: Optional[Path] = None) -> Path:
+    """``<paths.output_root>/sweeps/<name>_<time>``."""
+    return Path(root or output_root()) / "sweeps" / f"{name}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
 def launch(overrides: Sequence[str], sweep_dir: Path, launcher: str = "local", *,
            max_parallel: Optional[int] = None, snapshot: bool = True, dry_run: bool = False,
-           background: bool = False, source: Path = PROJECT_ROOT, out=sys.stdout) -> int:
+           background: bool = False, source: Path = PROJECT_ROOT, out=None) -> int:
     """Snapshot the code into ``<sweep_dir>/code`` and run the sweep from there.
 
     Returns the launcher's exit status (0 for a dry run; 0 once started with ``background``).
     """
+    out = out or sys.stdout
     sweep_dir = Path(sweep_dir).resolve()
     code = sweep_dir / "code" if snapshot else Path(source).resolve()
     cmd = build_command(overrides, sweep_dir, launcher, max_parallel)
@@ -90,7 +107,8 @@ def launch(overrides: Sequence[str], sweep_dir: Path, launcher: str = "local", *
             dirty = f", {len(meta.get('dirty') or [])} uncommitted change(s)" if meta.get("dirty") else ""
             print(f"snapshot:  {meta['method']} of {meta['source']} at {meta.get('commit') or 'no commit'}{dirty}",
                   file=out)
-    (sweep_dir / "launch_command.txt").write_text(f"cd {shlex.quote(str(code))} && {shlex.join(cmd)}\n")
+    with open(sweep_dir / "launch_command.txt", "a") as f:  # one line per (re)launch
+        f.write(f"cd {shlex.quote(str(code))} && {shlex.join(cmd)}\n")
     env = dict(os.environ)
     out.flush()
     if background:
@@ -108,7 +126,7 @@ def add_launch_args(p: argparse.ArgumentParser) -> None:
                    help="local: jobs as processes on this machine; slurm: one SLURM job array; "
                         "basic: sequential, in one process (default: local)")
     p.add_argument("--sweep-dir", type=Path, default=None,
-                   help="where the sweep goes (default outputs/sweeps/<name>_<time>); an existing sweep "
+                   help="where the sweep goes (default <paths.output_root>/sweeps/<name>_<time>); an existing sweep "
                         "dir is continued with its own code snapshot")
     p.add_argument("--max-parallel", type=int, default=None,
                    help="jobs at once: hydra.sweeper.max_batch_size (local, default 2) or "

@@ -3,10 +3,19 @@
 Sequence inputs at index t are (previous action a_{t-1}, previous reward r_{t-1}, observation o_t),
 with zeros at t = 0. Each of actor and critic embeds them, concatenates the embeddings
 [action, reward, observation] (an embedding of size 0 switches that input off) and feeds its own
-memory layer. Heads:
+memory layer. Heads, continuous actions (SAC):
   actor  : [memory_t, emb(o_t)]                  -> MLP -> tanh-Gaussian
   critic : [memory_t, relu(Linear([o_t, a_t]))]  -> twin MLP -> Q1, Q2
+discrete actions (SAC-Discrete; actions one-hot everywhere):
+  actor  : [memory_t, emb(o_t)]                  -> MLP -> |A| logits (categorical policy)
+  critic : [memory_t, shortcut(o_t)]             -> twin MLP -> |A| values each
 The critic has a full target copy (embedders, memory and heads).
+
+Image observations ([H, W, C] uint8 pixels, e.g. the 5x5x3 credit-assignment crops) are embedded
+by the reference's small CNN (``torchkit.nets.ImageEncoder``). As in the reference, within each of
+actor and critic one CNN serves both the memory input and the current-observation shortcut (the
+actor's ``current_obs`` embedding when its size equals ``obs``; the critic's shortcut is the CNN
+embedding of o_t itself).
 """
 from __future__ import annotations
 
@@ -14,18 +23,37 @@ import copy
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from torchkit.memory import Memory, State, orthogonal_init_
-from torchkit.nets import MLP, Embedder, TanhGaussianHead, tanh_gaussian_sample
+from torchkit.nets import MLP, Embedder, ImageEncoder, TanhGaussianHead, tanh_gaussian_sample
 
 MemoryFactory = Callable[[int], Memory]  # input_size -> memory layer
 
 
+def is_image(obs_shape: Tuple[int, ...]) -> bool:
+    return len(obs_shape) == 3
+
+
+class NoEmbedding(nn.Module):
+    """An input switched off (embedding size 0): [..., *obs_shape] -> [..., 0]."""
+
+    def __init__(self, obs_ndim: int):
+        super().__init__()
+        self.obs_ndim = obs_ndim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.zeros(*x.shape[:x.dim() - self.obs_ndim], 0, device=x.device)
+
+
 def obs_embedder(obs_shape: Tuple[int, ...], size: int) -> nn.Module:
+    """Flat vectors -> Linear + ReLU; [H, W, C] images -> the reference CNN; size 0 -> off."""
+    if is_image(obs_shape):
+        return ImageEncoder(obs_shape, size) if size > 0 else NoEmbedding(3)
     if len(obs_shape) != 1:
-        raise ValueError(f"observations of shape {obs_shape} need an image encoder; "
-                         f"only flat vector observations are supported by this agent")
+        raise ValueError(f"observations of shape {tuple(obs_shape)} are not supported: the agent takes "
+                         f"flat vectors [D] or images [H, W, C]")
     return Embedder(obs_shape[0], size)
 
 
@@ -60,17 +88,24 @@ class SequenceEncoder(nn.Module):
 
 class Actor(nn.Module):
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 hidden: Sequence[int], orthogonal_init: bool = True):
+                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False):
         super().__init__()
         self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init)
-        self.current_obs_emb = obs_embedder(obs_shape, embed["current_obs"])
-        self.head = TanhGaussianHead(self.encoder.output_size + embed["current_obs"], hidden, action_dim)
+        if is_image(obs_shape) and embed["current_obs"] > 0 and embed["current_obs"] == embed["obs"]:
+            self.current_obs_emb = self.encoder.obs_emb  # one CNN for memory input and shortcut
+        else:
+            self.current_obs_emb = obs_embedder(obs_shape, embed["current_obs"])
+        in_size = self.encoder.output_size + embed["current_obs"]
+        self.discrete = discrete
+        self.head = MLP(in_size, hidden, action_dim, init_w=1e-3) if discrete else \
+            TanhGaussianHead(in_size, hidden, action_dim)
 
-    def dist_params(self, features: Tensor, obs: Tensor) -> Tuple[Tensor, Tensor]:
+    def dist_params(self, features: Tensor, obs: Tensor):
+        """Continuous: (mean, log_std); discrete: logits [..., |A|]."""
         return self.head(torch.cat([features, self.current_obs_emb(obs)], -1))
 
     def forward(self, prev_action, prev_reward, obs, state=None, reset=None):
-        """Whole sequences -> (mean, log_std) [B, T, A] and the final memory state."""
+        """Whole sequences -> (mean, log_std) [B, T, A] (discrete: logits [B, T, A]) and the final state."""
         h, state = self.encoder(prev_action, prev_reward, obs, state, reset)
         return self.dist_params(h, obs), state
 
@@ -81,22 +116,36 @@ class Actor(nn.Module):
 
 class Critic(nn.Module):
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 hidden: Sequence[int], orthogonal_init: bool = True):
+                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False):
         super().__init__()
         self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init)
-        if len(obs_shape) != 1:
-            raise ValueError(f"critic shortcut needs flat observations, got shape {obs_shape}")
-        shortcut = self.encoder.input_size  # reference: Linear(obs+act -> rnn_input_size)
-        self.shortcut = Embedder(obs_shape[0] + action_dim, shortcut)
+        self.discrete = discrete
+        if is_image(obs_shape):
+            if not discrete:
+                raise ValueError("image observations are supported with discrete actions only (SAC-Discrete)")
+            # reference: the shortcut is the CNN embedding of o_t, the same CNN as the memory input's
+            if embed["obs"] > 0:
+                self.shortcut, shortcut = self.encoder.obs_emb, embed["obs"]
+            else:
+                shortcut = self.encoder.input_size
+                self.shortcut = ImageEncoder(obs_shape, shortcut)
+        elif len(obs_shape) != 1:
+            raise ValueError(f"critic shortcut needs flat or image observations, got shape {tuple(obs_shape)}")
+        else:
+            shortcut = self.encoder.input_size  # reference: Linear(obs(+act) -> rnn_input_size)
+            self.shortcut = Embedder(obs_shape[0] + (0 if discrete else action_dim), shortcut)
         in_size = self.encoder.output_size + shortcut
-        self.q1 = MLP(in_size, hidden, 1, init_w=3e-3)
-        self.q2 = MLP(in_size, hidden, 1, init_w=3e-3)
+        out = action_dim if discrete else 1
+        self.q1 = MLP(in_size, hidden, out, init_w=3e-3)
+        self.q2 = MLP(in_size, hidden, out, init_w=3e-3)
 
     def features(self, prev_action, prev_reward, obs, state=None, reset=None) -> Tensor:
         return self.encoder(prev_action, prev_reward, obs, state, reset)[0]
 
-    def heads(self, features: Tensor, obs: Tensor, action: Tensor) -> Tuple[Tensor, Tensor]:
-        x = torch.cat([features, self.shortcut(torch.cat([obs, action], -1))], -1)
+    def heads(self, features: Tensor, obs: Tensor, action: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Continuous: Q(h, o, a) [..., 1] each; discrete (no ``action``): Q(h, o, ·) [..., |A|] each."""
+        s = self.shortcut(obs) if self.discrete else self.shortcut(torch.cat([obs, action], -1))
+        x = torch.cat([features, s], -1)
         return self.q1(x), self.q2(x)
 
 
@@ -105,11 +154,13 @@ class RecurrentActorCritic(nn.Module):
 
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
                  actor_memory: Optional[MemoryFactory] = None, policy_layers=(128, 128),
-                 q_layers=(128, 128), orthogonal_init: bool = True):
+                 q_layers=(128, 128), orthogonal_init: bool = True, discrete: bool = False):
+        """``discrete``: ``action_dim`` = |A|, actions are one-hot vectors (inputs and ``act`` output)."""
         super().__init__()
-        self.obs_shape, self.action_dim = tuple(obs_shape), action_dim
-        self.actor = Actor(obs_shape, action_dim, embed, actor_memory or memory, policy_layers, orthogonal_init)
-        self.critic = Critic(obs_shape, action_dim, embed, memory, q_layers, orthogonal_init)
+        self.obs_shape, self.action_dim, self.discrete = tuple(obs_shape), action_dim, discrete
+        self.actor = Actor(obs_shape, action_dim, embed, actor_memory or memory, policy_layers, orthogonal_init,
+                           discrete)
+        self.critic = Critic(obs_shape, action_dim, embed, memory, q_layers, orthogonal_init, discrete)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
 
@@ -119,8 +170,13 @@ class RecurrentActorCritic(nn.Module):
     @torch.no_grad()
     def act(self, prev_action: Tensor, prev_reward: Tensor, obs: Tensor, state: State,
             deterministic: bool = False) -> Tuple[Tensor, State]:
-        """One batched acting step: [B, A], [B, 1], [B, *obs] -> action [B, A] in [-1, 1], new state."""
-        (mean, log_std), state = self.actor.step(prev_action, prev_reward, obs, state)
+        """One batched acting step: [B, A], [B, 1], [B, *obs] -> action [B, A] in [-1, 1]
+        (discrete: one-hot [B, |A|], sampled or argmax), new state."""
+        params, state = self.actor.step(prev_action, prev_reward, obs, state)
+        if self.discrete:
+            idx = params.argmax(-1) if deterministic else torch.distributions.Categorical(logits=params).sample()
+            return F.one_hot(idx, self.action_dim).to(params.dtype), state
+        mean, log_std = params
         if deterministic:
             return torch.tanh(mean), state
         a, _ = tanh_gaussian_sample(mean, log_std, reparameterize=False)

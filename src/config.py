@@ -1,6 +1,7 @@
 """Config helpers: OmegaConf resolvers used by conf/train.yaml, validation, resume handling."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,9 +27,28 @@ def register_resolvers() -> None:
             "memrl_local_batch", lambda target, n: int(n) if str(target).endswith(".LocalLauncher") else None)
     if not OmegaConf.has_resolver("memrl_dir_tag"):
         OmegaConf.register_new_resolver("memrl_dir_tag", dir_tag)
+    # Schedule arithmetic for the credit-assignment env configs (episode length from phase lengths,
+    # 0.25 updates per env step, iterations from an env-step budget).
+    if not OmegaConf.has_resolver("memrl_sum"):
+        OmegaConf.register_new_resolver("memrl_sum", lambda *xs: sum(xs))
+    if not OmegaConf.has_resolver("memrl_updates"):
+        OmegaConf.register_new_resolver("memrl_updates", updates_per_iter)
+    if not OmegaConf.has_resolver("memrl_iters"):
+        OmegaConf.register_new_resolver("memrl_iters", iters_for_budget)
 
 
-def dir_tag(override_dirname: str, max_len: int = 120) -> str:
+def updates_per_iter(updates_per_env_step, horizon, rollouts_per_iter) -> int:
+    """ceil(ratio x T) updates per collected episode (the reference's ⌈0.25 T⌉), times the rollouts."""
+    return max(1, math.ceil(float(updates_per_env_step) * int(horizon))) * int(rollouts_per_iter)
+
+
+def iters_for_budget(env_steps, horizon, warmup_rollouts, rollouts_per_iter) -> int:
+    """Iterations so that warm-up + iterations x rollouts x T reaches ``env_steps``."""
+    episodes = math.ceil(int(env_steps) / int(horizon)) - int(warmup_rollouts)
+    return max(1, math.ceil(episodes / int(rollouts_per_iter)))
+
+
+def dir_tag(override_dirname: str, max_len: int = 80) -> str:
     """Suffix of a multirun job directory: "" or "_" + the job's other overrides, path-safe.
 
     It depends only on the job's own overrides (not on its position in the sweep), so a job that
@@ -58,6 +78,8 @@ def validate(cfg: DictConfig) -> None:
     if "num_tasks" in ev and int(ev.num_train_tasks) + int(ev.num_eval_tasks) > int(ev.num_tasks):
         raise ConfigError(f"train/eval split {ev.num_train_tasks}+{ev.num_eval_tasks} is larger than "
                           f"env.num_tasks={ev.num_tasks}: lower env.num_train_tasks/num_eval_tasks")
+    if "num_episodes" in cfg.eval and int(cfg.eval.num_episodes) <= 0:
+        raise ConfigError(f"eval.num_episodes must be positive, got {cfg.eval.num_episodes}")
     if int(cfg.num_threads) <= 0:
         raise ConfigError(f"num_threads must be positive, got {cfg.num_threads}")
 
@@ -94,3 +116,14 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
             saved[key] = cfg[key]
     saved.resume = str(run_dir)
     return saved
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides=()) -> DictConfig:
+    """The training config for these overrides, composed outside a Hydra app (tests, benchmarks)."""
+    from hydra import compose, initialize_config_dir
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=list(overrides))

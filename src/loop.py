@@ -1,5 +1,10 @@
 """The training loop: warm-up, then iterations of (collect rollouts, gradient updates), periodic
-evaluation on all train and eval tasks, logging and atomic checkpoints (resumable)."""
+evaluation (meta-RL: all train and eval tasks; task-free envs such as the credit-assignment ones:
+``eval.num_episodes`` fresh episodes), logging and atomic checkpoints (resumable).
+
+Continuous (Box) action spaces use SAC (``algo=sac``), discrete ones SAC-Discrete (``algo=sacd``);
+discrete actions are one-hot vectors for the agent and the replay. Observations are stored in the
+replay with the env's dtype (uint8 pixels stay uint8) and become float32 on the device."""
 from __future__ import annotations
 
 import logging
@@ -22,8 +27,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import envs
 from src.agent import RecurrentActorCritic
 from src.algos.sac import SAC
+from src.algos.sacd import SACDiscrete
 from src.buffer import EpisodeReplay
 from src.checkpoint import load_checkpoint, save_checkpoint
+from src.config import RUNTIME_KEYS
 from src.logger import RunLogger
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,46 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(RuntimeError):
     pass
+
+
+class TrainingInterrupted(Exception):
+    """A stop signal ended the run after a checkpoint; ``exit_code`` = 128 + signal number."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+ALGOS = {"sac": "continuous", "sacd": "discrete"}
+
+
+def check_algo_and_action_space(algo: str, env_name: str, act_space) -> bool:
+    """The algorithm must fit the env's action space; returns True for discrete actions."""
+    if algo not in ALGOS:
+        raise ValueError(f"algo={algo}: unknown algorithm; valid: {', '.join(ALGOS)}")
+    discrete = isinstance(act_space, spaces.Discrete)
+    if not discrete and not isinstance(act_space, spaces.Box):
+        raise ValueError(f"env {env_name} has action space {act_space}: only Box (algo=sac) and "
+                         f"Discrete (algo=sacd) are supported")
+    if algo == "sac" and discrete:
+        raise ValueError(f"algo=sac needs a continuous (Box) action space but env {env_name} has "
+                         f"{act_space}: use algo=sacd (task=credit)")
+    if algo == "sacd" and not discrete:
+        raise ValueError(f"algo=sacd needs a discrete action space but env {env_name} has "
+                         f"{act_space}: use algo=sac (task=meta)")
+    return discrete
+
+
+def episode_horizon(env) -> int:
+    """Max steps of one episode: the env's ``max_episode_steps`` (meta-RL) or ``horizon`` (credit)."""
+    for name in ("max_episode_steps", "horizon"):
+        value = getattr(env.unwrapped, name, None)
+        if value is not None:
+            return int(value)
+    if env.spec is not None and env.spec.max_episode_steps:
+        return int(env.spec.max_episode_steps)
+    raise ValueError(f"cannot tell the episode length of {env.unwrapped}: it has no max_episode_steps "
+                     f"or horizon attribute")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -71,17 +118,27 @@ class Trainer:
 
         probe = self._make_env()
         self.obs_space, self.act_space = probe.observation_space, probe.action_space
-        if not isinstance(self.act_space, spaces.Box):
-            raise ValueError(f"algo={cfg.algo.name} needs a continuous (Box) action space but env "
-                             f"{ev.name} has {self.act_space}: use a discrete-action algorithm")
-        self.action_dim = int(np.prod(self.act_space.shape))
-        self.train_tasks, self.eval_tasks = probe.unwrapped.task_split(ev.num_train_tasks, ev.num_eval_tasks)
-        self.max_episode_len = int(probe.unwrapped.max_episode_steps) * int(ev.episodes_per_task)
+        self.discrete = check_algo_and_action_space(cfg.algo.name, ev.name, self.act_space)
+        self.action_dim = int(self.act_space.n) if self.discrete else int(np.prod(self.act_space.shape))
+        # Meta-RL envs have task sets (train/eval splits); task-free envs (credit assignment) run
+        # fresh episodes: one "task" None for training, eval.num_episodes episodes for evaluation.
+        self.has_tasks = hasattr(probe.unwrapped, "task_split")
+        if self.has_tasks:
+            self.train_tasks, self.eval_tasks = probe.unwrapped.task_split(ev.num_train_tasks, ev.num_eval_tasks)
+        else:
+            n_ep = int(cfg.eval.get("num_episodes", 0) or 0)
+            if n_ep <= 0:
+                raise ValueError(f"env {ev.name} has no task set: set eval.num_episodes (> 0) to the number "
+                                 f"of evaluation episodes (task=credit sets 20)")
+            self.train_tasks = np.array([None], dtype=object)
+            self.eval_tasks = np.array([None] * n_ep, dtype=object)
+        self.max_episode_len = episode_horizon(probe) * int(ev.get("episodes_per_task", 1))
         probe.close()
 
-        # One env per parallel rollout; one per evaluation task (all train + all eval tasks).
+        # One env per parallel rollout; one per evaluation task (all train + all eval tasks) or
+        # per evaluation episode (task-free envs).
         self.train_envs = [self._make_env(seed=cfg.seed * 100_003 + i) for i in range(tr.rollouts_per_iter)]
-        n_eval = len(self.train_tasks) + len(self.eval_tasks)
+        n_eval = len(self.train_tasks) + len(self.eval_tasks) if self.has_tasks else len(self.eval_tasks)
         self.eval_envs = [self._make_env(seed=cfg.seed * 100_003 + 50_000 + i) for i in range(n_eval)]
 
         memory = lambda d: instantiate(cfg.model.memory, input_size=d)  # noqa: E731
@@ -89,11 +146,16 @@ class Trainer:
         self.agent = RecurrentActorCritic(
             self.obs_space.shape, self.action_dim, dict(cfg.agent.embed), memory, actor_memory,
             policy_layers=list(cfg.agent.policy_layers), q_layers=list(cfg.agent.q_layers),
-            orthogonal_init=cfg.agent.orthogonal_init).to(self.device)
-        self.algo = SAC(self.agent, gamma=cfg.algo.gamma, tau=cfg.algo.tau, lr=cfg.algo.lr,
-                        alpha_lr=cfg.algo.alpha_lr, auto_alpha=cfg.algo.auto_alpha,
-                        init_alpha=cfg.algo.init_alpha, target_entropy=cfg.algo.target_entropy,
-                        grad_clip=cfg.algo.grad_clip)
+            orthogonal_init=cfg.agent.orthogonal_init, discrete=self.discrete).to(self.device)
+        a = cfg.algo
+        if self.discrete:
+            self.algo = SACDiscrete(self.agent, gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr,
+                                    auto_alpha=a.auto_alpha, init_alpha=a.init_alpha,
+                                    target_entropy_ratio=a.target_entropy_ratio, grad_clip=a.grad_clip)
+        else:
+            self.algo = SAC(self.agent, gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr,
+                            auto_alpha=a.auto_alpha, init_alpha=a.init_alpha, target_entropy=a.target_entropy,
+                            grad_clip=a.grad_clip)
         self.buffer = EpisodeReplay(int(tr.buffer_size), self.obs_space.shape, self.obs_space.dtype,
                                     self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
         self.iteration = self.env_steps = self.updates = self.episodes = 0
@@ -115,13 +177,15 @@ class Trainer:
     def _rollouts(self, env_list, tasks, mode: str):
         """Run one task per env in lockstep; one batched actor call per time step.
 
-        mode: "random" (uniform actions over the policy box), "stochastic" or "deterministic".
+        mode: "random" (uniform actions over the policy box, or over the discrete actions),
+        "stochastic" or "deterministic". A task None resets without options (task-free envs).
         Returns per-env episodes (obs, act, rew, term), successes, per-inner-episode returns.
+        Discrete actions are one-hot vectors [A] in the episodes (and for the agent).
         """
         n, A = len(env_list), self.action_dim
-        k = int(self.cfg.env.episodes_per_task)
-        goal_terminal = bool(self.cfg.env.goal_is_terminal)
-        obs = [env.reset(options={"task": int(t)})[0] for env, t in zip(env_list, tasks)]
+        k = int(self.cfg.env.get("episodes_per_task", 1))
+        goal_terminal = bool(self.cfg.env.get("goal_is_terminal", False))
+        obs = [env.reset(options=None if t is None else {"task": int(t)})[0] for env, t in zip(env_list, tasks)]
         traj = [{"obs": [o], "act": [], "rew": [], "term": []} for o in obs]
         success = np.zeros(n, dtype=bool)
         returns = np.zeros((n, k))
@@ -131,16 +195,19 @@ class Trainer:
         cur = np.stack(obs)
         state = self.agent.initial_actor_state(n, self.device) if mode != "random" else None
         while alive.any():
-            if mode == "random":
+            if mode == "random" and self.discrete:
+                actions = np.eye(A, dtype=np.float32)[self.rng.integers(A, size=n)]
+            elif mode == "random":
                 actions = self.rng.uniform(-1.0, 1.0, size=(n, A)).astype(np.float32)
             else:
                 a, state = self.agent.act(
                     torch.as_tensor(prev_a, device=self.device), torch.as_tensor(prev_r, device=self.device),
-                    torch.as_tensor(cur, device=self.device, dtype=torch.float32), state,
+                    torch.as_tensor(cur).to(self.device).float(), state,
                     deterministic=(mode == "deterministic"))
                 actions = a.cpu().numpy()
+            env_actions = actions.argmax(-1) if self.discrete else actions
             for i in np.flatnonzero(alive):
-                o, r, terminated, truncated, info = env_list[i].step(actions[i])
+                o, r, terminated, truncated, info = env_list[i].step(env_actions[i])
                 t = traj[i]
                 t["obs"].append(o)
                 t["act"].append(actions[i])
@@ -152,7 +219,8 @@ class Trainer:
                     alive[i] = False
                     success[i] = bool(info.get("success", False))
             prev_a = actions
-        episodes = [{key: np.asarray(v, dtype=np.float32) for key, v in t.items()} for t in traj]
+        episodes = [{key: np.asarray(v) if key == "obs" else np.asarray(v, dtype=np.float32)
+                     for key, v in t.items()} for t in traj]  # obs keep the env's dtype (uint8 pixels)
         return episodes, success, returns
 
     def collect(self, num_rollouts: int, mode: str) -> int:
@@ -171,12 +239,16 @@ class Trainer:
         return steps
 
     def evaluate(self) -> Dict[str, float]:
-        """Deterministic policy on every train task and every eval task (fresh memory per task)."""
-        tasks = np.concatenate([self.train_tasks, self.eval_tasks])
+        """Deterministic policy on every train task and every eval task (fresh memory per task);
+        task-free envs: ``eval.num_episodes`` fresh episodes, reported as the eval split only."""
+        if self.has_tasks:
+            tasks = np.concatenate([self.train_tasks, self.eval_tasks])
+            splits = (("train", slice(0, len(self.train_tasks))), ("eval", slice(len(self.train_tasks), None)))
+        else:
+            tasks, splits = self.eval_tasks, (("eval", slice(None)),)
         _, success, returns = self._rollouts(self.eval_envs, tasks, "deterministic")
-        n_tr = len(self.train_tasks)
         out = {}
-        for split, sl in (("train", slice(0, n_tr)), ("eval", slice(n_tr, None))):
+        for split, sl in splits:
             out[f"eval/success_{split}"] = float(success[sl].mean())
             out[f"eval/return_{split}"] = float(returns[sl].sum(1).mean())
             if returns.shape[1] > 1:
@@ -186,7 +258,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ updates
     def _to_tensors(self, batch: Dict[str, np.ndarray]) -> Dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(v, device=self.device, dtype=torch.float32) for k, v in batch.items()}
+        """To the device first (uint8 pixels travel as uint8), then float32 there."""
+        return {k: torch.as_tensor(v).to(self.device, non_blocking=True).float() for k, v in batch.items()}
 
     def _run_updates(self) -> bool:
         """The current iteration's remaining gradient updates; False if a stop signal came first."""
@@ -248,8 +321,21 @@ class Trainer:
             handler(sig, None)  # e.g. submitit's requeue, or KeyboardInterrupt for SIGINT
         else:
             os.kill(os.getpid(), sig)
+        # A handler that returns (submitit ignores SIGTERM) must not make a partial run look finished.
+        raise TrainingInterrupted(f"stopped by {signal.Signals(sig).name} at iteration {self.iteration}; "
+                                  f"the checkpoint in {self.ckpt_path.parent} resumes it", 128 + sig)
 
     # ------------------------------------------------------------------ checkpoints
+    def _check_same_experiment(self, saved: dict) -> None:
+        """A checkpoint only continues the experiment that wrote it (runtime keys may differ)."""
+        current = OmegaConf.to_container(self.cfg, resolve=True)
+        diffs = [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
+                 for k in sorted(set(saved) | set(current))
+                 if k not in RUNTIME_KEYS and saved.get(k) != current.get(k)]
+        if diffs:
+            raise ValueError(f"{self.ckpt_path} was written by a different config:\n  " + "\n  ".join(diffs)
+                             + "\nuse a new output directory, or resume with the run's own config")
+
     def _env_rng_states(self):
         return [e.unwrapped.np_random.bit_generator.state for e in self.train_envs + self.eval_envs]
 
@@ -271,6 +357,7 @@ class Trainer:
 
     def load(self) -> dict:
         state = load_checkpoint(self.ckpt_path, map_location=self.device)
+        self._check_same_experiment(state["config"])
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         self.buffer.load_state_dict(state["buffer"])
@@ -347,15 +434,16 @@ class Trainer:
         self.elapsed = time.perf_counter() - start
         row = {"env_steps": self.env_steps, "iteration": self.iteration, "updates": self.updates,
                "episodes": self.episodes, "time_s": round(self.elapsed, 2), **metrics}
-        row.update({f"train/{k}": None for k in SAC.STATS})  # fixed CSV columns from the first row
+        row.update({f"train/{k}": None for k in self.algo.STATS})  # fixed CSV columns from the first row
         row.update({"perf/updates_per_s": None, "perf/env_steps_per_s": None})
         row.update({k: float(np.mean(v)) for k, v in self._since_eval.items()})
         self._since_eval = {}
         logger.log_row(row)
         logger.flush()
         self.save(csv_rows=logger.csv_rows)
-        msg = (f"iter {self.iteration} | env steps {self.env_steps} | success train "
-               f"{metrics['eval/success_train']:.3f} eval {metrics['eval/success_eval']:.3f} | "
+        train_part = (f"train {metrics['eval/success_train']:.3f} " if "eval/success_train" in metrics else "")
+        msg = (f"iter {self.iteration} | env steps {self.env_steps} | success {train_part}"
+               f"eval {metrics['eval/success_eval']:.3f} | "
                f"return eval {metrics['eval/return_eval']:.2f} | {self.elapsed:.0f}s")
         log.info(msg)
         return metrics

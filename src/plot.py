@@ -153,6 +153,15 @@ def _fmt_steps(v, _pos=None) -> str:
     return f"{v:g}"
 
 
+def axis_label(metric: str) -> str:
+    m = re.fullmatch(r"eval/(success|return)_(train|eval)(_ep\d+)?", metric)
+    if m:
+        what = "success rate" if m.group(1) == "success" else "return"
+        ep = f", episode {m.group(3)[3:]}" if m.group(3) else ""
+        return f"{what} ({m.group(2)} tasks{ep})"
+    return metric
+
+
 def plot_env(env: str, by_label: Dict[str, List[Run]], metric: str, out: Path, extra_colors) -> Tuple[Path, List[str]]:
     import matplotlib
     matplotlib.use("Agg")
@@ -160,7 +169,7 @@ def plot_env(env: str, by_label: Dict[str, List[Run]], metric: str, out: Path, e
     from matplotlib.ticker import FuncFormatter
 
     notes = []
-    fig, ax = plt.subplots(figsize=(5.0, 3.6), dpi=150)
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=150)
     for label in order_labels(by_label):
         runs = by_label[label]
         x, mean, std, note = aggregate(runs)
@@ -175,14 +184,14 @@ def plot_env(env: str, by_label: Dict[str, List[Run]], metric: str, out: Path, e
             ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.18, lw=0)
     ax.set_title(env, fontsize=11)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel(metric.split("/")[-1].replace("_", " ") if "/" in metric else metric)
+    ax.set_ylabel(axis_label(metric))
     if "success" in metric:
         ax.set_ylim(-0.02, 1.02)
     ax.xaxis.set_major_formatter(FuncFormatter(_fmt_steps))
     ax.grid(True, alpha=0.3, lw=0.6)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(frameon=False, fontsize=8, loc="best")
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path = out / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', env)}.png"
     fig.savefig(path)

@@ -28,7 +28,7 @@ def write_git_info(run_dir: Path) -> None:
     def git(*args):
         try:
             return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+                                  timeout=10).stdout.rstrip()
         except (OSError, subprocess.SubprocessError):
             return ""
     commit = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
@@ -67,9 +67,12 @@ def run(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig):
     from src.checkpoint import CheckpointError
-    from src.loop import NonFiniteError
+    from src.loop import NonFiniteError, TrainingInterrupted
     try:
         metrics = run(cfg)
+    except TrainingInterrupted as e:
+        log.warning("%s", e)
+        sys.exit(e.exit_code)
     except (ConfigError, CheckpointError, ValueError, NonFiniteError) as e:
         log.error("%s", e)
         print(f"memrl: error: {e}", file=sys.stderr)

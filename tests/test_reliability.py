@@ -134,3 +134,13 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     assert kills >= 1
     assert rows_without_timing(run / "progress.csv") == rows_without_timing(ref / "progress.csv")
+
+
+def test_checkpoint_from_a_different_config_is_refused(tmp_path):
+    cfg = compose_cfg(TINY)
+    Trainer(cfg, tmp_path).run(cfg.logger)
+    other = compose_cfg(TINY + ["algo.lr=0.001"])
+    with pytest.raises(ValueError, match=r"different config:\n  algo: "):
+        Trainer(other, tmp_path).run(other.logger, resume=True)
+    same_but_runtime = compose_cfg(TINY + ["num_threads=2"])
+    Trainer(same_but_runtime, tmp_path).run(same_but_runtime.logger, resume=True)

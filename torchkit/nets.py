@@ -81,3 +81,37 @@ class TanhGaussianHead(nn.Module):
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         h = self.mlp.body(x)
         return self.mlp.last(h), self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
+
+
+class ImageEncoder(nn.Module):
+    """The reference's small CNN for egocentric pixel crops (ref-credit-assignment §6.5).
+
+    [..., H, W, C] pixels (uint8 or float in 0..255, HWC) -> /255 -> CHW ->
+    Conv(C->8, 2x2) + ReLU -> Conv(8->16, 2x2) + ReLU -> flatten -> Linear(-> size), no activation.
+    For 5x5x3 crops: 3->8 (4x4) -> 16 (3x3) -> 144 -> 100 (15,132 parameters at size 100).
+    """
+
+    def __init__(self, image_shape: Sequence[int], size: int = 100, channels: Sequence[int] = (8, 16),
+                 kernel_size: int = 2):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"ImageEncoder needs (H, W, C) images, got shape {tuple(image_shape)}")
+        h, w, c = (int(s) for s in image_shape)
+        if size <= 0:
+            raise ValueError(f"image embedding size must be positive, got {size}")
+        layers, in_ch = [], c
+        for out_ch in channels:
+            layers += [nn.Conv2d(in_ch, out_ch, kernel_size), nn.ReLU()]
+            in_ch, h, w = out_ch, h - kernel_size + 1, w - kernel_size + 1
+        if h <= 0 or w <= 0:
+            raise ValueError(f"images of shape {tuple(image_shape)} are too small for {len(channels)} "
+                             f"convolutions of kernel {kernel_size}")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.fc = nn.Linear(in_ch * h * w, size)
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *self.image_shape).permute(0, 3, 1, 2).float() / 255.0
+        return self.fc(self.conv(x)).reshape(*lead, self.size)

@@ -7,6 +7,7 @@ No log-space and no division by cumulative products, so exact zeros in C (resets
 from __future__ import annotations
 
 import functools
+import os
 from typing import Optional
 
 import torch
@@ -103,85 +104,99 @@ class _HadamardScan(torch.autograd.Function):
 # ============================================================================================ SHM
 # The SHM recurrence from its low-rank factors, never materialising [B,T,H,H]:
 #
-#     X_t = θ_t ⊗ vc_t,  C_t = keep_t·(1 + tanh X_t),  U_t = ev_t ⊗ k_t        ([B,H,H] per step)
-#     P_t = C_t ⊙ M_{t-1} + U_t,  M_t = clamp(P_t, ±clamp),  h_t = M_t q_t
+#     C_t = keep_t · (1 + tanh(θ_t ⊗ vc_t)),   U_t = ev_t ⊗ k_t                 (a ⊗ b)[i,j] = a_i b_j
+#     P_t = C_t ⊙ M_{t-1} + U_t,   M_t = clamp(P_t, ±clamp),   h_t = M_t q_t     h_i = Σ_j M_ij q_j
 #
 # keep_t = 0 where reset[b,t] (the state before step t becomes the zero initial state).
-# Backward (D_t = dL/dP_t; the clamp passes gradient where |P_t| ≤ clamp, as torch.clamp does):
 #
-#     D_t = mask_t ⊙ (dh_t ⊗ q_t + C_{t+1} ⊙ D_{t+1}),   D_{T+1} := dM_T seed, C_{T+1} := 1
-#     dev_t = D_t k_t,  dk_t = D_tᵀ ev_t,  dq_t = M_tᵀ dh_t,  dM_0 = C_1 ⊙ D_1
-#     dX_t = D_t ⊙ M_{t-1} ⊙ C_t ⊙ (1 − tanh X_t)      (tanh' = (1+tanh)(1−tanh); C = 0 ⇒ dX = 0)
-#     dθ_t = dX_t vc_t,  dvc_t = dX_tᵀ θ_t
+# Backward, with D_t = dL/dP_t (the clamp passes gradient where |P_t| ≤ clamp, as torch.clamp does):
 #
-# Only the inputs and one [B,H,H] state per chunk are saved; the backward recomputes each chunk's
-# states from its saved start. The chunk kernels run eagerly or through torch.compile (fused).
+#     D_t = mask_t ⊙ (dh_t ⊗ q_t + C_{t+1} ⊙ D_{t+1}),   seeded by dL/dM_T (and C_{T+1} := 1)
+#     dev_t = D_t k_t,   dk_t = D_tᵀ ev_t,   dq_t = M_tᵀ dh_t,   dM_0 = C_1 ⊙ D_1
+#     dX_t = D_t ⊙ M_{t-1} ⊙ keep_t tanh'(X_t)    (X = θ ⊗ vc)
+#     dθ_t = dX_t vc_t,   dvc_t = dX_tᵀ θ_t
+#
+# Only the inputs and one state per chunk are saved; the backward recomputes the chunk's states
+# from its saved start. Kernels work batch-last (state [H,H,B], inputs [c,H,B]): every reduction
+# then runs over an outer axis and vectorises over B, eager or compiled.
 
-def _mv(A: Tensor, x: Tensor) -> Tensor:
-    """(A x)_i = Σ_j A_ij x_j for A [...,H,H], x [...,H]."""
-    if torch.compiler.is_compiling():  # elementwise + sum: inductor fuses it with the recurrence
-        return (A * x.unsqueeze(-2)).sum(-1)
-    return (A @ x.unsqueeze(-1)).squeeze(-1)
+def _outer(a: Tensor, b: Tensor) -> Tensor:
+    """a ⊗ b for a, b [...,H,B] -> [...,H,H,B]."""
+    return a.unsqueeze(-2) * b.unsqueeze(-3)
 
 
-def _vm(x: Tensor, A: Tensor) -> Tensor:
-    """(xᵀ A)_j = Σ_i x_i A_ij for x [...,H], A [...,H,H]."""
+def _rows(A: Tensor, x: Tensor) -> Tensor:
+    """A x: Σ_j A_ij x_j for A [...,H,H,B], x [...,H,B] -> [...,H,B]."""
+    return (A * x.unsqueeze(-3)).sum(-2)
+
+
+def _cols(x: Tensor, A: Tensor) -> Tensor:
+    """xᵀ A: Σ_i x_i A_ij for x [...,H,B], A [...,H,H,B] -> [...,H,B]."""
+    return (A * x.unsqueeze(-2)).sum(-3)
+
+
+def _shm_gates(th, vc, ev, k, keep, deriv: bool):
+    """C = keep·(1 + tanh X), keep·tanh'(X) (if deriv) and U [c,H,H,B] of a chunk, X = θ ⊗ vc.
+
+    Inputs [c,H,B], keep [c,B] or None."""
+    X = _outer(th, vc)
     if torch.compiler.is_compiling():
-        return (x.unsqueeze(-1) * A).sum(-2)
-    return (x.unsqueeze(-2) @ A).squeeze(-2)
-
-
-def _shm_gates(th: Tensor, vc: Tensor, ev: Tensor, k: Tensor, keep: Optional[Tensor]):
-    """tanh X, C, U for a chunk: [c,B,H,H] each (inputs [c,B,H], keep [c,B])."""
-    tn = torch.tanh(th.unsqueeze(-1) * vc.unsqueeze(-2))
-    C = 1 + tn
+        # inductor: from e = exp(−2|X|) ∈ (0,1] (its tanh is ~3× slower): C = 2σ(2X) and
+        # tanh' = 4e/(1+e)², accurate near C = 0 and C = 2 and exactly 0 where e underflows.
+        e = torch.exp(-2 * X.abs())
+        r = 1 / (1 + e)
+        C, dC = 2 * torch.where(X >= 0, r, e * r), 4 * e * r * r
+    else:  # eager: library tanh, in place on the temporary X; tanh' = C(2 − C) = 1 − tanh²
+        C = X.tanh_().add_(1)
+        dC = (2 - C).mul_(C) if deriv else None
     if keep is not None:
-        C = C * keep[..., None, None]
-    return tn, C, ev.unsqueeze(-1) * k.unsqueeze(-2)
+        keep = keep[:, None, None, :]
+        C, dC = C * keep, (dC * keep if deriv else None)
+    return C, dC, _outer(ev, k)
 
 
 def _shm_fwd_chunk(th, vc, ev, k, q, keep, M, clamp: Optional[float]):
-    """Forward of one chunk. th..q [c,B,H], keep [c,B] or None, M [B,H,H] -> h [c,B,H], M_end."""
-    _, C, U = _shm_gates(th, vc, ev, k, keep)
+    """One chunk forward: th..q [c,H,B], keep [c,B] or None, M [H,H,B] -> h [c,H,B], M_end."""
+    C, _, U = _shm_gates(th, vc, ev, k, keep, deriv=False)
     Ms = []
     for i in range(th.shape[0]):
         M = torch.addcmul(U[i], C[i], M)  # C ⊙ M + U
         if clamp is not None:
             M = M.clamp(-clamp, clamp)
         Ms.append(M)
-    return _mv(torch.stack(Ms), q), M
+    return _rows(torch.stack(Ms), q), M
 
 
 def _shm_bwd_chunk(th, vc, ev, k, q, keep, M, dh, D, clamp: Optional[float]):
-    """Backward of one chunk, from its start state M [B,H,H] and D = dL/dM_end [B,H,H].
+    """One chunk backward from its start state M and D = dL/dM_end ([H,H,B]).
 
-    Returns dθ, dvc, dev, dk, dq [c,B,H] and dL/dM_start [B,H,H]."""
+    Returns dθ, dvc, dev, dk, dq [c,H,B] and dL/dM_start [H,H,B]."""
     c = th.shape[0]
-    tn, C, U = _shm_gates(th, vc, ev, k, keep)
-    Ms, masks = [M], []  # recompute M_0..M_c of the chunk
+    C, dC, U = _shm_gates(th, vc, ev, k, keep, deriv=True)
+    Ms, masks = [M], []  # recompute M_0..M_c
     for i in range(c):
         P = torch.addcmul(U[i], C[i], Ms[-1])
         if clamp is not None:
             masks.append(P.abs() <= clamp)
             P = P.clamp(-clamp, clamp)
         Ms.append(P)
-    G = dh.unsqueeze(-1) * q.unsqueeze(-2)  # dh_t ⊗ q_t: what h_t sends to M_t  [c,B,H,H]
+    G = _outer(dh, q)  # what h_t sends back to M_t
     Ds = [D] * c
     for i in reversed(range(c)):  # D_i = mask_i ⊙ (G_i + C_{i+1} ⊙ D_{i+1})
         D = G[i] + D if i == c - 1 else torch.addcmul(G[i], C[i + 1], D)
         if clamp is not None:
             D = D * masks[i]
         Ds[i] = D
-    Ds = torch.stack(Ds)                             # dL/dP_t             [c,B,H,H]
-    dX = Ds * torch.stack(Ms[:-1]) * C * (1 - tn)    # dL/dX_t, X = θ ⊗ vc
-    return (_mv(dX, vc), _vm(th, dX), _mv(Ds, k), _vm(ev, Ds), _vm(dh, torch.stack(Ms[1:])),
+    Ds = torch.stack(Ds)                           # dL/dP_t      [c,H,H,B]
+    dX = Ds * torch.stack(Ms[:-1]) * dC            # dL/dX_t
+    return (_rows(dX, vc), _cols(th, dX), _rows(Ds, k), _cols(ev, Ds), _cols(dh, torch.stack(Ms[1:])),
             C[0] * Ds[0])
 
 
 @functools.lru_cache(maxsize=None)
 def _compiled_kernels():
-    """The chunk kernels through torch.compile, built once per process (dynamo then caches the
-    code per input shape/dtype/device; with dynamic=None a second shape compiles a dynamic one)."""
+    """The chunk kernels through torch.compile, made once per process. Dynamo then caches the
+    code per shape/dtype/device (after one shape change it compiles a shape-generic version)."""
     return (torch.compile(_shm_fwd_chunk, fullgraph=True),
             torch.compile(_shm_bwd_chunk, fullgraph=True))
 
@@ -190,9 +205,9 @@ def _compiled_kernels():
 def compile_works(device_type: str) -> bool:
     """Whether torch.compile can build and run a kernel on this device type (probed once)."""
     try:
-        f = torch.compile(lambda a: torch.tanh(a) * 2 + 1, fullgraph=True)
+        f = torch.compile(lambda a: torch.sigmoid(a) * 2 + 1, fullgraph=True)
         a = torch.randn(4, 3, device=device_type)
-        return bool(torch.allclose(f(a), torch.tanh(a) * 2 + 1))
+        return bool(torch.allclose(f(a), torch.sigmoid(a) * 2 + 1))
     except Exception:  # no C++/Triton toolchain, unsupported Python, …
         return False
 
@@ -203,11 +218,16 @@ BACKENDS = ("eager", "compiled", "auto")
 def shm_backend(backend: str, x: Tensor) -> str:
     """Resolve ``backend`` to "eager" or "compiled" for inputs like ``x``.
 
-    auto = compiled when torch.compile works on x's device, except for float64 (the dtype of the
-    checks, where a compile per test shape costs more than it saves) and inside an outer compile."""
+    auto = compiled when torch.compile works on x's device, except for float64 (the dtype of
+    checks, where a compile per test shape costs more than it saves) and inside an outer compile.
+    The environment variable MEMRL_SHM_BACKEND=eager|compiled overrides auto (e.g. in tests, to
+    skip the one-time compile of 10–60 s)."""
     if backend not in BACKENDS:
         raise ValueError(f"shm_scan: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
+        forced = os.environ.get("MEMRL_SHM_BACKEND", "auto")
+        if forced in ("eager", "compiled"):
+            return forced
         if x.dtype == torch.float64 or torch.compiler.is_compiling():
             return "eager"
         return "compiled" if compile_works(x.device.type) else "eager"
@@ -218,69 +238,68 @@ class _SHMScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, th, vc, ev, k, q, M0, keep, clamp, chunk, compiled):
         B, T, H = th.shape
-        tm = [x.transpose(0, 1).contiguous() for x in (th, vc, ev, k, q)]  # time-major [T,B,H]
-        keep = None if keep is None else keep.transpose(0, 1).contiguous()  # [T,B]
-        if compiled and T % chunk:  # one static chunk length: pad with θ = ev = 0 (C = 1, U = 0)
-            pad = chunk - T % chunk
-            tm = [torch.cat([x, x.new_zeros(pad, B, H)]) for x in tm]
+        xs = [x.permute(1, 2, 0).contiguous() for x in (th, vc, ev, k, q)]  # [T,H,B]
+        keep = None if keep is None else keep.t().contiguous()               # [T,B]
+        if compiled and T % chunk:  # one chunk length for the compiled kernels: pad with
+            pad = chunk - T % chunk  # θ = ev = 0, i.e. C = 1, U = 0 (M unchanged, exactly)
+            xs = [torch.cat([x, x.new_zeros(pad, H, B)]) for x in xs]
             keep = None if keep is None else torch.cat([keep, keep.new_ones(pad, B)])
         fwd = _compiled_kernels()[0] if compiled else _shm_fwd_chunk
-        Tp = tm[0].shape[0]
-        M, starts, hs = M0.detach().contiguous(), [], []  # (plain inputs: no compiled re-guards)
-        for a in range(0, Tp, chunk):
+        M = M0.detach().permute(1, 2, 0).contiguous()  # [H,H,B]
+        starts, hs = [], []
+        for a in range(0, xs[0].shape[0], chunk):
             sl = slice(a, a + chunk)
             starts.append(M)
-            h, M = fwd(*(x[sl] for x in tm), None if keep is None else keep[sl], M, clamp)
+            h, M = fwd(*(x[sl] for x in xs), None if keep is None else keep[sl], M, clamp)
             hs.append(h)
         if any(ctx.needs_input_grad):
-            ctx.save_for_backward(*tm, keep, torch.stack(starts))  # inputs + [n,B,H,H] states
+            ctx.save_for_backward(*xs, keep, torch.stack(starts))  # inputs + [n,H,H,B] states
             ctx.clamp, ctx.chunk, ctx.compiled, ctx.T = clamp, chunk, compiled, T
-        return torch.cat(hs)[:T].transpose(0, 1).contiguous(), M  # h [B,T,H], M_T [B,H,H]
+        h = torch.cat(hs)[:T].permute(2, 0, 1).contiguous()  # [B,T,H]
+        return h, M.permute(2, 0, 1).contiguous()            # M_T [B,H,H]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dh, dM):
-        *tm, keep, starts = ctx.saved_tensors
+        *xs, keep, starts = ctx.saved_tensors
         T, chunk = ctx.T, ctx.chunk
-        Tp, B, H = tm[0].shape
-        dh = dh.transpose(0, 1).contiguous()  # [T,B,H] (incoming grads may be expanded views)
+        Tp, H, B = xs[0].shape
+        dh = dh.permute(1, 2, 0).contiguous()  # [T,H,B]
         if Tp > T:
-            dh = torch.cat([dh, dh.new_zeros(Tp - T, B, H)])
+            dh = torch.cat([dh, dh.new_zeros(Tp - T, H, B)])
         bwd = _compiled_kernels()[1] if ctx.compiled else _shm_bwd_chunk
-        grads = [torch.empty_like(x) for x in tm]  # dθ, dvc, dev, dk, dq   [Tp,B,H]
-        D = dM.contiguous()
+        grads = [torch.empty_like(x) for x in xs]  # dθ, dvc, dev, dk, dq   [Tp,H,B]
+        D = dM.permute(1, 2, 0).contiguous()       # dL/dM_T   [H,H,B]
         for n, a in reversed(list(enumerate(range(0, Tp, chunk)))):
             sl = slice(a, a + chunk)
-            *g, D = bwd(*(x[sl] for x in tm), None if keep is None else keep[sl], starts[n],
+            *g, D = bwd(*(x[sl] for x in xs), None if keep is None else keep[sl], starts[n],
                         dh[sl], D, ctx.clamp)
             for out, gi in zip(grads, g):
                 out[sl] = gi
-        grads = [g[:T].transpose(0, 1) for g in grads]
-        return (*grads, D, None, None, None, None)
+        grads = [g[:T].permute(2, 0, 1) for g in grads]  # [B,T,H]
+        return (*grads, D.permute(2, 0, 1), None, None, None, None)
 
 
 def shm_scan(theta: Tensor, vc: Tensor, ev: Tensor, k: Tensor, q: Tensor, M0: Tensor,
              clamp: Optional[float] = None, reset: Optional[Tensor] = None,
              backend: str = "auto", chunk: Optional[int] = None):
-    """SHM memory over a sequence: returns h [B,T,H] (h_t = M_t q_t) and M_T [B,H,H].
+    """SHM memory over a sequence: h [B,T,H] (h_t = M_t q_t) and the last state M_T [B,H,H].
 
-    M_t = clamp(C_t ⊙ M_{t-1} + U_t) with C_t = 1 + tanh(θ_t ⊗ vc_t), U_t = ev_t ⊗ k_t.
-    theta, vc, ev, k, q: [B,T,H]; M0: [B,H,H]; reset: [B,T] bool (zero state before step t).
-    backend: eager | compiled | auto (see ``shm_backend``); chunk: steps per kernel call and
-    between saved states (default 8 compiled, 16 eager). Memory saved for backward:
-    5·B·T·H + B·⌈T/chunk⌉·H² numbers.
+    M_t = clamp(C_t ⊙ M_{t-1} + U_t), C_t = 1 + tanh(θ_t ⊗ vc_t), U_t = ev_t ⊗ k_t, from
+    theta, vc, ev, k, q [B,T,H] and M0 [B,H,H]; reset [B,T] bool zeroes the state before step t.
+    backend: eager | compiled | auto (``shm_backend``). chunk: steps per kernel call and between
+    saved states (default 8). Saved for backward: 5·B·T·H + B·H²·⌈T/chunk⌉ numbers.
     """
     compiled = shm_backend(backend, theta) == "compiled"
-    chunk = chunk or (8 if compiled else 16)
     keep = None if reset is None else (~reset).to(theta.dtype)
-    return _SHMScan.apply(theta, vc, ev, k, q, M0, keep, clamp, chunk, compiled)
+    return _SHMScan.apply(theta, vc, ev, k, q, M0, keep, clamp, chunk or 8, compiled)
 
 
 def shm_step(theta: Tensor, vc: Tensor, ev: Tensor, k: Tensor, q: Tensor, M: Tensor,
              clamp: Optional[float] = None):
-    """One SHM step in O(B·H²) (acting): inputs [B,H], M [B,H,H] -> h [B,H], new M [B,H,H]."""
-    C = 1 + torch.tanh(theta.unsqueeze(-1) * vc.unsqueeze(-2))
-    M = torch.addcmul(ev.unsqueeze(-1) * k.unsqueeze(-2), C, M)
+    """One SHM step in O(B·H²), for acting: inputs [B,H], M [B,H,H] -> h [B,H], new M [B,H,H]."""
+    tn = torch.tanh(theta.unsqueeze(-1) * vc.unsqueeze(-2))
+    M = torch.addcmul(M, M, tn).addcmul_(ev.unsqueeze(-1), k.unsqueeze(-2))  # (1 + tanh) ⊙ M + ev ⊗ k
     if clamp is not None:
         M = M.clamp(-clamp, clamp)
-    return _mv(M, q), M
+    return torch.bmm(M, q.unsqueeze(-1)).squeeze(-1), M

@@ -6,6 +6,9 @@
     U_t = η v ⊗ k
     M_t = clamp(M_{t-1} ⊙ C_t + U_t, ±clamp)
     y_t = W_o (M_t q_t + W_s x̂_t + b_s) + b_o
+
+scan: fused = ``shm_scan`` on the factors θ, v_c, η v, k, q (never builds [B,T,H,H]; backend
+eager | compiled | auto) | reference = C, U materialised and ``hadamard_scan`` (the test oracle).
 """
 from __future__ import annotations
 
@@ -15,18 +18,18 @@ import torch
 from torch import Tensor, nn
 
 from .base import Memory, State
-from .scan import hadamard_scan
+from .scan import BACKENDS, hadamard_scan, shm_scan, shm_step
 from .util import check_positive_ints, sumnorm_relu
 
 
 class SHM(Memory):
     """Stable Hadamard Memory; state = (M [B,H,H],)."""
 
-    scan_chunk: Optional[int] = None  # hadamard_scan's chunk (None: its per-device default)
+    scan_chunk: Optional[int] = None  # scan=reference: hadamard_scan's chunk (None: per-device default)
 
     def __init__(self, input_size: int, output_size: int = 512, mem_size: int = 24,
                  num_thetas: int = 128, theta_sampling: str = "random",
-                 clamp: Optional[float] = 100.0):
+                 clamp: Optional[float] = 100.0, scan: str = "fused", backend: str = "auto"):
         super().__init__()
         check_positive_ints("SHM", input_size=input_size, output_size=output_size,
                             mem_size=mem_size, num_thetas=num_thetas)
@@ -34,8 +37,13 @@ class SHM(Memory):
             raise ValueError(f"SHM: theta_sampling must be 'random' or 'fixed', got {theta_sampling!r}")
         if clamp is not None and not clamp > 0:
             raise ValueError(f"SHM: clamp must be positive or null (no clamp), got {clamp!r}")
+        if scan not in ("fused", "reference"):
+            raise ValueError(f"SHM: scan must be 'fused' or 'reference', got {scan!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"SHM: backend must be one of {BACKENDS}, got {backend!r}")
         self.input_size, self.output_size, self.mem_size = input_size, output_size, mem_size
         self.theta_sampling, self.clamp = theta_sampling, None if clamp is None else float(clamp)
+        self.scan, self.backend = scan, backend
         H = mem_size
         self.norm = nn.LayerNorm(input_size)
         self.key = nn.Linear(input_size, H, bias=False)
@@ -58,15 +66,20 @@ class SHM(Memory):
         idx = torch.randint(self.theta.shape[0], lead, device=device)  # fresh draw on every call
         return self.theta[idx]
 
-    def _write(self, x: Tensor):
-        """Per-step quantities for x [...,D]: C, U [...,H,H], query q [...,H], shortcut s [...,H]."""
+    def _factors(self, x: Tensor):
+        """Per-step factors for x [...,D]: θ, v_c, η v, k, q and the shortcut s, each [...,H]."""
         xh = self.norm(x)
         k, q = sumnorm_relu(self.key(xh)), sumnorm_relu(self.query(xh))
-        v = torch.sigmoid(self.eta(xh)) * self.value(xh)  # η v
+        ev = torch.sigmoid(self.eta(xh)) * self.value(xh)  # η v
         theta = self._sample_theta(tuple(x.shape[:-1]), x.device)
-        C = 1 + torch.tanh(theta.unsqueeze(-1) * self.vc(xh).unsqueeze(-2))  # C[i,j] = 1+tanh(θ_i v_c,j)
-        U = v.unsqueeze(-1) * k.unsqueeze(-2)                                # U[i,j] = η v_i k_j
-        return C, U, q, self.shortcut(xh)
+        return theta, self.vc(xh), ev, k, q, self.shortcut(xh)
+
+    def _write(self, x: Tensor):
+        """Reference path: C, U [...,H,H], query q [...,H], shortcut s [...,H] for x [...,D]."""
+        theta, vc, ev, k, q, s = self._factors(x)
+        C = 1 + torch.tanh(theta.unsqueeze(-1) * vc.unsqueeze(-2))  # C[i,j] = 1+tanh(θ_i v_c,j)
+        U = ev.unsqueeze(-1) * k.unsqueeze(-2)                        # U[i,j] = η v_i k_j
+        return C, U, q, s
 
     def _read(self, M: Tensor, q: Tensor, s: Tensor) -> Tensor:
         return self.out((M * q.unsqueeze(-2)).sum(-1) + s)  # W_o (M q + shortcut)
@@ -74,6 +87,10 @@ class SHM(Memory):
     def forward(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M0,) = self._state_or_initial(state, x)
+        if self.scan == "fused":
+            theta, vc, ev, k, q, s = self._factors(x)  # [B,T,H] each
+            h, M = shm_scan(theta, vc, ev, k, q, M0, clamp=self.clamp, reset=reset, backend=self.backend)
+            return self.out(h + s), (M,)
         C, U, q, s = self._write(x)  # [B,T,H,H] ×2, [B,T,H] ×2
         if reset is not None:  # the initial state is zero, so a reset = zero decay into x_t
             C = C * (~reset).to(C.dtype)[:, :, None, None]
@@ -82,6 +99,10 @@ class SHM(Memory):
 
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._apply_reset(state, reset)
+        if self.scan == "fused":
+            theta, vc, ev, k, q, s = self._factors(x)  # [B,H] each
+            h, M = shm_step(theta, vc, ev, k, q, M, clamp=self.clamp)
+            return self.out(h + s), (M,)
         C, U, q, s = self._write(x)  # [B,H,H] ×2, [B,H] ×2
         M = C * M + U
         if self.clamp is not None:

@@ -1,0 +1,204 @@
+"""shm_scan / shm_step (the fused SHM kernels) against a float64 loop written from the equations.
+
+    C_t = 1 + tanh(θ_t ⊗ vc_t),  U_t = ev_t ⊗ k_t,  M_t = clamp(C_t ⊙ M_{t-1} + U_t),  h_t = M_t q_t
+
+The kernel runs in float32 (the training dtype) and must agree with the float64 oracle to 1e-5
+relative (max |err| / max |ref|) in h, M_T and the gradients of all six inputs.
+"""
+import pytest
+import torch
+
+from torchkit.memory.scan import _shm_gates, compile_works, shm_backend, shm_scan, shm_step
+from torchkit.memory.shm import SHM
+
+f64 = torch.float64
+NAMES = ("h", "M_T", "dθ", "dvc", "dev", "dk", "dq", "dM0")
+
+
+def oracle(th, vc, ev, k, q, M, clamp=None, reset=None):
+    """Step-by-step float64 loop with autograd; also returns the pre-clamp states P [B,T,H,H]."""
+    hs, Ps = [], []
+    for t in range(th.shape[1]):
+        if reset is not None:
+            M = M * (~reset[:, t]).to(M.dtype)[:, None, None]
+        C = 1 + torch.tanh(th[:, t, :, None] * vc[:, t, None, :])
+        M = C * M + ev[:, t, :, None] * k[:, t, None, :]
+        Ps.append(M.detach())
+        if clamp is not None:
+            M = torch.clamp(M, -clamp, clamp)
+        hs.append((M * q[:, t, None, :]).sum(-1))
+    return torch.stack(hs, 1), M, torch.stack(Ps, 1)
+
+
+def make(B=3, T=13, H=5, seed=0, gate=1.0, bias=0.0, M0_scale=1.0):
+    """θ, vc, ev, k, q [B,T,H] and M0 [B,H,H] in float64, with θ = gate·N(0,1) + bias and
+    vc ∈ [0.5, 1.5], so θ_i·vc_j ≈ gate·N(0,1) + bias."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=f64)  # noqa: E731
+    th, vc = gate * r(B, T, H) + bias, 0.5 + torch.rand(B, T, H, generator=g, dtype=f64)
+    k = torch.relu(r(B, T, H))  # exact zeros, as the ReLU keys
+    k = k / (1e-5 + k.sum(-1, keepdim=True))
+    return [th, vc, r(B, T, H), k, torch.softmax(r(B, T, H), -1), r(B, H, H) * M0_scale]
+
+
+def run(fn, inputs, dtype, w, **kw):
+    xs = [x.to(dtype).requires_grad_() for x in inputs]
+    h, M = fn(*xs, **kw)[:2]
+    grads = torch.autograd.grad((h * w[0].to(dtype)).sum() + (M * w[1].to(dtype)).sum(), xs)
+    return [h, M, *grads]
+
+
+def compare(inputs, tol=1e-5, dtype=torch.float32, **kw):
+    """Kernel (dtype) vs the float64 oracle; returns the oracle's pre-clamp states."""
+    B, T, H = inputs[0].shape
+    g = torch.Generator().manual_seed(1)
+    w = (torch.randn(B, T, H, generator=g, dtype=f64), torch.randn(B, H, H, generator=g, dtype=f64))
+    got = run(shm_scan, inputs, dtype, w, **kw)
+    kw.pop("backend", None), kw.pop("chunk", None)
+    ref = run(oracle, inputs, f64, w, **kw)
+    for name, a, b in zip(NAMES, got, ref):
+        assert torch.isfinite(a).all(), name
+        err = ((a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+        assert err <= tol, f"{name}: relative error {err:.2e}"
+    return oracle(*inputs, **kw)[2]
+
+
+def resets(B, T, seed=3):
+    r = torch.rand(B, T, generator=torch.Generator().manual_seed(seed)) < 0.15
+    r[0, 0] = True  # a reset on the very first step (M0 discarded)
+    return r
+
+
+# ----------------------------------------------------------------------------------- accuracy
+@pytest.mark.parametrize("chunk", [1, 4, 16])  # T=13: not a multiple of 4; 16 > T
+def test_matches_oracle_init_scale(chunk):
+    compare(make(), backend="eager", chunk=chunk)
+
+
+def test_matches_oracle_with_resets_and_random_M0():
+    inputs = make(T=21, M0_scale=3.0)
+    compare(inputs, backend="eager", reset=resets(3, 21))
+
+
+def test_exact_zeros_in_C():
+    inputs = make(T=17, gate=300.0)  # |θ·vc| up to ~1e3: C = 0 or 2 exactly in many entries
+    X = inputs[0][..., :, None] * inputs[1][..., None, :]  # [B,T,H,H]
+    C_ref = 1 + torch.tanh(X)
+    assert (C_ref == 0).float().mean() > 0.2  # the oracle itself has exact zeros
+    # so are the eager kernel's (batch-last [T,H,H,B]); the compiled gates: test_compiled_…
+    for dt, below in ((torch.float32, -60.0), (f64, -400.0)):
+        C, _, _ = _shm_gates(*(x.to(dt).permute(1, 2, 0) for x in inputs[:4]), None, deriv=False)
+        C = C.permute(3, 0, 1, 2)  # [B,T,H,H]
+        assert (X < below).any() and (C[X < below] == 0).all()
+        assert ((C - C_ref.to(dt)).abs() <= 4 * torch.finfo(dt).eps).all()
+    compare(inputs, backend="eager", chunk=4)
+    compare(inputs, backend="eager", chunk=4, dtype=f64, tol=1e-12)
+
+
+def test_C_near_2():
+    inputs = make(T=19, bias=3.0)  # θ·vc ≈ 3 ± 1.5: most C within 1e-2 of 2, M nearly doubles per step
+    C = 1 + torch.tanh(inputs[0][..., :, None] * inputs[1][..., None, :])
+    assert (C > 1.99).float().mean() > 0.5
+    compare(inputs, backend="eager", chunk=4)
+    compare(inputs, backend="eager", chunk=4, dtype=f64, tol=1e-12)
+
+
+@pytest.mark.parametrize("chunk", [3, 8])
+def test_clamp_active(chunk):
+    inputs = make(T=29, gate=0.3, bias=0.4, M0_scale=2.0)  # C ≈ 1.4: M grows until the clamp
+    P = compare(inputs, backend="eager", chunk=chunk, clamp=5.0, reset=resets(3, 29))
+    over = (P.abs() > 5.0).flatten(2).any(-1)  # [B,T]: steps where the clamp bites
+    assert 0 < over.float().mean() < 0.9, over.float().mean()
+    # … and C ≈ 2 for 150 steps: the unclamped M would overflow float32 (2^150)
+    inputs = make(T=150, bias=3.0)
+    assert oracle(*inputs)[1].abs().max() > torch.finfo(torch.float32).max
+    compare(inputs, backend="eager", chunk=chunk, clamp=100.0)
+
+
+def test_float64_to_roundoff():
+    inputs = make(T=23, gate=3.0, M0_scale=2.0)
+    compare(inputs, backend="eager", chunk=5, dtype=f64, tol=1e-12, clamp=2.0, reset=resets(3, 23))
+
+
+def test_shm_step_matches_scan():
+    inputs = [x.float() for x in make(T=6)]
+    h, M = shm_scan(*inputs, clamp=1.0, backend="eager")
+    M_t = inputs[5]
+    for t in range(6):
+        ht, M_t = shm_step(*(x[:, t] for x in inputs[:5]), M_t, clamp=1.0)
+        torch.testing.assert_close(ht, h[:, t])
+    torch.testing.assert_close(M_t, M)
+
+
+def test_saves_no_BTHH_tensor():
+    B, T, H, chunk = 4, 64, 8, 8
+    inputs = [x.float().requires_grad_() for x in make(B=B, T=T, H=H)]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        h, M = shm_scan(*inputs, backend="eager", chunk=chunk)
+    assert sum(saved) <= 5 * B * T * H + B * H * H * (T // chunk)  # inputs + one state per chunk
+    assert max(saved) < B * T * H * H / 4
+
+
+def test_bad_backend_raises():
+    with pytest.raises(ValueError, match="backend"):
+        shm_backend("fast", torch.zeros(1))
+    assert shm_backend("auto", torch.zeros(1, dtype=f64)) == "eager"
+
+
+# ----------------------------------------------------------------------------------- compiled
+needs_compile = pytest.mark.skipif(not compile_works("cpu"), reason="torch.compile unavailable")
+
+
+@needs_compile
+def test_compiled_equals_eager_and_does_not_recompile():
+    """One compiled variant (clamp + resets, chunk 2 to keep the compile short); cases: the clamp
+    active, exact zeros in C (|θ·vc| up to ~1e3), C near 2, T padded or not."""
+    from torch._dynamo.utils import counters
+
+    B, H, kw = 3, 5, dict(clamp=3.0, chunk=2)
+    cases = [(13, dict(gate=0.5, bias=0.3, M0_scale=2.0)), (8, dict(gate=300.0)), (21, dict(bias=3.0))]
+    for n, (T, opts) in enumerate(cases):
+        inputs = make(B=B, T=T, H=H, **opts)
+        g = torch.Generator().manual_seed(T)
+        w = (torch.randn(B, T, H, generator=g, dtype=f64), torch.randn(B, H, H, generator=g, dtype=f64))
+        reset = resets(B, T)
+        comp = run(shm_scan, inputs, torch.float32, w, backend="compiled", reset=reset, **kw)
+        eager = run(shm_scan, inputs, torch.float32, w, backend="eager", reset=reset, **kw)
+        ref = run(oracle, inputs, f64, w, reset=reset, clamp=kw["clamp"])
+        for name, a, b, r in zip(NAMES, comp, eager, ref):
+            scale = r.abs().max().item()
+            assert (a.double() - r).abs().max() <= 1e-5 * scale, name  # compiled vs float64
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=3e-6 * scale, msg=name)
+        if n == 0:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs  # new T, same (B, H): no recompile
+
+
+# ----------------------------------------------------------------------------------- SHM layer
+def test_shm_layer_fused_equals_reference():
+    torch.manual_seed(0)
+    layer = SHM(6, output_size=7, mem_size=4, num_thetas=5, clamp=0.5).double()
+    with torch.no_grad():  # strong gates so the clamp is active
+        layer.vc.weight.mul_(4.0)
+        layer.theta.mul_(4.0)
+    x = torch.randn(3, 19, 6, dtype=f64)
+    reset = resets(3, 19)
+    M0 = torch.randn(3, 4, 4, dtype=f64)
+    out = {}
+    for scan in ("fused", "reference"):
+        layer.scan = scan
+        torch.manual_seed(5)
+        y, (M,) = layer(x, (M0,), reset)
+        grads = torch.autograd.grad(y.square().sum() + M.sum(), list(layer.parameters()))
+        out[scan] = (y, M, *grads)
+    assert out["reference"][1].abs().max() == 0.5  # the clamp was active
+    for a, b in zip(out["fused"], out["reference"]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_shm_bad_scan_option_raises():
+    with pytest.raises(ValueError, match="scan"):
+        SHM(5, scan="parallel")
+    with pytest.raises(ValueError, match="backend"):
+        SHM(5, backend="fast")
