@@ -100,12 +100,19 @@ class SAC:
         agent.soft_update_target(self.tau)
 
         mean_logp = masked_mean(logp.detach(), mask, n)
+        self._alpha_step(mean_logp)
+        return self._stats(qf1_loss, qf2_loss, policy_loss, alpha, mean_logp, q_grad_norm, pi_grad_norm)
+
+    def _alpha_step(self, mean_logp: Tensor) -> None:
+        """L_α = −α (mean log π + H̄): α grows when the policy's entropy is below the target."""
         if self.auto_alpha:
             alpha_loss = -self.log_alpha.exp() * (mean_logp + self.target_entropy)
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.alpha_opt.step()
 
+    @staticmethod
+    def _stats(qf1_loss, qf2_loss, policy_loss, alpha, mean_logp, q_grad_norm, pi_grad_norm) -> Dict[str, Tensor]:
         return {"qf1_loss": qf1_loss.detach(), "qf2_loss": qf2_loss.detach(),
                 "policy_loss": policy_loss.detach(), "alpha": alpha, "entropy": -mean_logp,
                 "q_grad_norm": q_grad_norm.detach(), "pi_grad_norm": pi_grad_norm.detach()}

@@ -87,12 +87,5 @@ class SACDiscrete(SAC):
         agent.soft_update_target(self.tau)
 
         mean_plogp = masked_mean((p_t * logp_t).sum(-1, keepdim=True).detach(), mask, n)  # −entropy
-        if self.auto_alpha:
-            alpha_loss = -self.log_alpha.exp() * (mean_plogp + self.target_entropy)
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_opt.step()
-
-        return {"qf1_loss": qf1_loss.detach(), "qf2_loss": qf2_loss.detach(),
-                "policy_loss": policy_loss.detach(), "alpha": alpha, "entropy": -mean_plogp,
-                "q_grad_norm": q_grad_norm.detach(), "pi_grad_norm": pi_grad_norm.detach()}
+        self._alpha_step(mean_plogp)
+        return self._stats(qf1_loss, qf2_loss, policy_loss, alpha, mean_plogp, q_grad_norm, pi_grad_norm)
