@@ -55,6 +55,14 @@ class SAC:
     def alpha(self) -> Tensor:
         return self.log_alpha.detach().exp()
 
+    @staticmethod
+    def _sequences(batch: Dict[str, Tensor]):
+        """Batch -> (obs, act, rew, term, mask [B,T,1], N = max(1, Σ mask), prev action, prev reward)."""
+        obs, act, rew, term, mask = (batch[k] for k in ("obs", "act", "rew", "term", "mask"))
+        prev_act, prev_rew = shift_inputs(act, rew)
+        mask = mask.unsqueeze(-1)
+        return obs, act, rew, term, mask, mask.sum().clamp_min(1.0), prev_act, prev_rew
+
     def _step(self, opt, loss: Tensor, params) -> Tensor:
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -65,11 +73,8 @@ class SAC:
     def update(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """One gradient step on each of critic, actor and α. Returns detached scalar tensors."""
         agent, alpha = self.agent, self.alpha
-        obs, act, rew, term, mask = (batch[k] for k in ("obs", "act", "rew", "term", "mask"))
+        obs, act, rew, term, mask, n, prev_act, prev_rew = self._sequences(batch)
         T = act.shape[1]
-        prev_act, prev_rew = shift_inputs(act, rew)
-        mask = mask.unsqueeze(-1)                                         # [B,T,1]
-        n = mask.sum().clamp_min(1.0)
 
         # Actor over the whole sequence (T+1 steps); its parameters do not change during the
         # critic step, so this one forward serves both the TD target and the actor loss.

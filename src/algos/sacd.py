@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from src.agent import RecurrentActorCritic
-from src.algos.sac import SAC, masked_mean, shift_inputs
+from src.algos.sac import SAC, masked_mean
 
 
 def categorical_probs(logits: Tensor) -> Tuple[Tensor, Tensor]:
@@ -51,11 +51,8 @@ class SACDiscrete(SAC):
     def update(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """One gradient step on each of critic, actor and (if auto_alpha) α. Returns detached scalars."""
         agent, alpha = self.agent, self.alpha
-        obs, act, rew, term, mask = (batch[k] for k in ("obs", "act", "rew", "term", "mask"))
+        obs, act, rew, term, mask, n, prev_act, prev_rew = self._sequences(batch)
         T = act.shape[1]
-        prev_act, prev_rew = shift_inputs(act, rew)
-        mask = mask.unsqueeze(-1)                                         # [B,T,1]
-        n = mask.sum().clamp_min(1.0)
 
         # One actor forward (T+1 steps) serves the TD target (detached) and the actor loss.
         logits, _ = agent.actor(prev_act, prev_rew, obs)                   # [B,T+1,A]
