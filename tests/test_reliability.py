@@ -82,6 +82,23 @@ def test_checkpoint_is_atomic_and_versioned(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+def test_a_crash_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint({"x": 1}, path)
+
+    def killed_mid_write(obj, f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(torch, "save", killed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint({"x": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["x"] == 1
+    save_checkpoint({"x": 3}, path)  # a leftover temporary file does not get in the way
+    assert load_checkpoint(path)["x"] == 3
+
+
 def _cli(*args, timeout=120):
     return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)

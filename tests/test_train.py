@@ -38,6 +38,14 @@ def test_tiny_run_writes_progress_and_checkpoint(tmp_path, env):
     assert set(metrics) >= {"eval/success_train", "eval/success_eval"}
 
 
+def tb_steps(tb_dir, tag):
+    """Steps of a TensorBoard scalar as a reader sees them (purged events dropped)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
+
+
 class Stopped(Exception):
     pass
 
@@ -75,6 +83,8 @@ def test_resume_continues_counters_and_equals_an_uninterrupted_run(tmp_path, mon
 
     a, b = read_csv(tmp_path / "a" / "progress.csv"), read_csv(tmp_path / "b" / "progress.csv")
     assert [int(r["iteration"]) for r in b] == [0, 2, 4]  # no duplicated or missing rows
+    assert tb_steps(tmp_path / "b" / "tb", "train/qf1_loss") == tb_steps(tmp_path / "a" / "tb", "train/qf1_loss")
+    assert tb_steps(tmp_path / "b" / "tb", "eval/success_eval") == [int(r["env_steps"]) for r in a]
     skip = {"time_s", "perf/updates_per_s", "perf/env_steps_per_s"}
     for ra, rb in zip(a, b):
         assert {k: v for k, v in ra.items() if k not in skip} == {k: v for k, v in rb.items() if k not in skip}
