@@ -30,7 +30,7 @@ from src.algos.sac import SAC
 from src.algos.sacd import SACDiscrete
 from src.buffer import EpisodeReplay
 from src.checkpoint import load_checkpoint, save_checkpoint
-from src.config import RUNTIME_KEYS
+from src.config import CONF_DIR, RUNTIME_KEYS
 from src.logger import RunLogger
 
 log = logging.getLogger(__name__)
@@ -86,9 +86,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={name} requested but CUDA is not available: use device=auto or device=cpu")
     return torch.device(name)
-
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def actor_memory_factory(cfg: DictConfig):

@@ -44,19 +44,15 @@ def run(cfg: DictConfig) -> dict:
         cfg = load_resume_config(Path(cfg.resume), cfg, hc.overrides.task)
         if not (run_dir / "checkpoints" / "last.pt").exists():
             raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
-                                  f"before its first evaluation); start a new run instead")
+                              f"before its first evaluation); start a new run instead")
         resume = True
     elif (run_dir / "checkpoints" / "last.pt").exists():
         resume = True  # same output dir with a checkpoint: a requeued job
     validate(cfg)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"cannot write to the run directory {run_dir} ({e}); set paths.output_root "
-                          f"or hydra.run.dir to a writable location") from e
+    writable_error = check_writable(run_dir)
+    if writable_error:
+        raise ConfigError(f"cannot write to the run directory {run_dir} ({writable_error}); set "
+                          f"paths.output_root or hydra.run.dir to a writable location")
     write_git_info(run_dir)
     log.info("run directory: %s", run_dir)
     from src.loop import Trainer  # heavy imports (torch) only once the config is known
@@ -80,6 +76,18 @@ def main(cfg: DictConfig):
     return metrics.get("eval/success_eval")
 
 
+def check_writable(directory: Path):
+    """Create ``directory`` if needed and write a file in it; None if that works, else the reason."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".memrl_write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
 def check_output_root(argv) -> None:
     """Hydra creates the run directory before any of our code runs and fails there with a stack
     trace; check the requested location first and say how to fix it."""
@@ -90,13 +98,9 @@ def check_output_root(argv) -> None:
                 target = arg[len(key):]
     if "${" in target:
         return
-    try:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        probe = Path(target) / f".memrl_write_test_{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        print(f"memrl: error: cannot write run directories under {target} ({e.strerror}); "
+    writable_error = check_writable(Path(target))
+    if writable_error:
+        print(f"memrl: error: cannot write run directories under {target} ({writable_error}); "
               f"set paths.output_root=<a writable directory>", file=sys.stderr)
         sys.exit(2)
 
