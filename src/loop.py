@@ -89,18 +89,24 @@ def resolve_device(name: str) -> torch.device:
 
 
 def actor_memory_factory(cfg: DictConfig):
-    """``agent.actor_memory=<model>`` gives the actor its own memory kind (e.g. ``gru``, as in the
-    released SHM code where only the critic holds the memory under test), at width ``model.width``."""
+    """The actor's memory layer: ``model.memory`` with the model's non-null ``actor_overrides``
+    applied (e.g. SHM's ``theta_sampling``), or with ``agent.actor_memory=<model>`` that model's own memory node
+    (e.g. ``gru``, as in the released SHM code where only the critic holds the memory under test),
+    at width ``model.width``."""
     name = cfg.agent.get("actor_memory")
     if not name:
-        return None
-    path = CONF_DIR / "model" / f"{name}.yaml"
-    if not path.exists():
-        valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
-        raise ValueError(f"agent.actor_memory={name}: unknown model; valid: {valid}")
-    node = OmegaConf.create({"model": OmegaConf.load(path)})
-    node.model.width = cfg.model.width
-    return lambda d: instantiate(node.model.memory, input_size=d)
+        model = cfg.model
+    else:
+        path = CONF_DIR / "model" / f"{name}.yaml"
+        if not path.exists():
+            valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
+            raise ValueError(f"agent.actor_memory={name}: unknown model; valid: {valid}")
+        model = OmegaConf.create({"model": OmegaConf.load(path)}).model
+        model.width = cfg.model.width
+    overrides = OmegaConf.to_container(model.get("actor_overrides") or OmegaConf.create({}), resolve=True)
+    node = OmegaConf.merge(OmegaConf.to_container(model.memory, resolve=True),
+                           {k: v for k, v in overrides.items() if v is not None})
+    return lambda d: instantiate(node, input_size=d)
 
 
 class Trainer:

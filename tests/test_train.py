@@ -148,3 +148,17 @@ def test_actor_memory_override_builds_a_gru_actor(tmp_path):
     trainer.run(cfg.logger)
     with pytest.raises(ValueError, match="unknown model; valid: .*gru"):
         Trainer(compose_cfg(TINY + ["agent.actor_memory=nope"]), tmp_path / "x")
+
+
+def test_model_actor_overrides_change_the_actor_memory_only(tmp_path):
+    """conf/model/shm.yaml's actor_overrides: null keys keep the critic's settings (random θ rows in
+    both by default); a set key changes the actor's SHM only, never the critic or its target."""
+    agent = Trainer(compose_cfg(TINY + ["model=shm"]), tmp_path / "a").agent
+    assert agent.actor.encoder.memory.theta_sampling == "random"
+    assert agent.critic.encoder.memory.theta_sampling == "random"
+    cfg = compose_cfg(TINY + ["model=shm", "model.actor_overrides.theta_sampling=fixed"])
+    agent = Trainer(cfg, tmp_path / "b").agent
+    assert agent.actor.encoder.memory.theta_sampling == "fixed"
+    assert agent.critic.encoder.memory.theta_sampling == "random"
+    assert agent.critic_target.encoder.memory.theta_sampling == "random"
+    assert agent.actor.encoder.memory.output_size == cfg.model.width
