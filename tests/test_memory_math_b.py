@@ -242,3 +242,13 @@ def test_gpt2_dropout_only_in_train_and_validation():
     _close(layer(x)[0], layer(x)[0])
     with pytest.raises(ValueError, match="n_head"):
         GPT2(5, output_size=10, n_head=4)
+
+
+def test_gpt2_step_writes_the_cache_in_place():
+    """Acting is O(window) per row: step consumes the state and returns the same cache tensors."""
+    layer = _gpt(window=8)
+    state = layer.initial_state(3)
+    x = torch.randn(3, 5, dtype=torch.float64)
+    _, new = layer.step(x, state)
+    assert new[0].data_ptr() == state[0].data_ptr() and new[1].data_ptr() == state[1].data_ptr()
+    assert new[2].tolist() == [1, 1, 1]

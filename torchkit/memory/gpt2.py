@@ -183,30 +183,27 @@ class GPT2(Memory):
         return y, (_stack_layers(k_out), _stack_layers(v_out), pos_end)
 
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
-        """One token per row: write its k, v into slot pos mod W of a copy of the cache, then attend
-        over the valid slots (the last min(pos+1, W) tokens of the episode)."""
-        k0, v0, pos = state
+        """One token per row, in O(window) per row: its k, v go into slot pos mod W of the cache *in
+        place* (the state passed in is consumed and returned updated: clone it first to keep it), and
+        attention runs over the occupied slots only (the first max(pos)+1 while no row has wrapped)."""
+        k_c, v_c, pos = state
         pos = pos.round().long() if pos.is_floating_point() else pos.long()
+        if k_c.dtype != x.dtype:
+            k_c, v_c = k_c.to(x.dtype), v_c.to(x.dtype)
         B, W, dev = x.shape[0], self.window, x.device
         if reset is not None:
             pos = torch.where(reset, 0, pos)
+            gone = reset[:, None, None, None, None]
+            k_c.masked_fill_(gone, 0.0)
+            v_c.masked_fill_(gone, 0.0)
         rows, slot = torch.arange(B, device=dev), torch.remainder(pos, W)
-        back = torch.remainder(pos[:, None] - torch.arange(W, device=dev), W)  # steps back from this token
-        mask = (pos[:, None] - back >= 0)[:, None, None, :]                     # valid slots [B,1,1,W]
-        h = self.drop(self.map(x) + sinusoidal(pos, self.output_size).to(x.dtype))[:, None]  # [B,1,n]
-        ks, vs = [], []
+        n = min(int(pos.max()) + 1, W)                                          # slots in use
+        back = torch.remainder(pos[:, None] - torch.arange(n, device=dev), W)  # steps back from this token
+        mask = (pos[:, None] - back >= 0)[:, None, None, :]                     # valid slots [B,1,1,n]
+        h = self.drop(self.map(x) + sinusoidal(pos, self.output_size).to(x.dtype))[:, None]  # [B,1,n_embd]
         for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv(h)                                               # [B,H,1,dh]
-            new_k, new_v = k0[:, i].to(x.dtype), v0[:, i].to(x.dtype)          # [B,H,W,dh]
-            if reset is None:
-                new_k, new_v = new_k.clone(), new_v.clone()
-            else:                                                              # the copy also clears
-                gone = reset[:, None, None, None]
-                new_k, new_v = (torch.where(gone, torch.zeros((), dtype=x.dtype, device=dev), z)
-                                for z in (new_k, new_v))
-            new_k[rows, :, slot] = k[:, :, 0]
-            new_v[rows, :, slot] = v[:, :, 0]
-            h = blk.finish(h, q, new_k, new_v, mask)
-            ks.append(new_k)
-            vs.append(new_v)
-        return self.ln_f(h)[:, 0], (_stack_layers(ks), _stack_layers(vs), pos + 1)
+            k_c[rows, i, :, slot] = k[:, :, 0]
+            v_c[rows, i, :, slot] = v[:, :, 0]
+            h = blk.finish(h, q, k_c[:, i, :, :n], v_c[:, i, :, :n], mask)
+        return self.ln_f(h)[:, 0], (k_c, v_c, pos + 1)
