@@ -9,6 +9,7 @@ from torchkit.memory.base import forward_by_steps
 from torchkit.memory.ffm import FFM
 from torchkit.memory.gpt2 import GPT2
 from torchkit.memory.s6 import S6, selective_scan
+from torchkit.memory.scan import compile_works
 
 DT = torch.float64
 
@@ -52,7 +53,9 @@ def naive_s6(layer: S6, x, h, window, reset):
     return torch.stack(ys, 1), (h, window)
 
 
-def test_selective_scan_matches_loop_values_and_grads():
+@pytest.mark.parametrize("method", ["loop", "chunked"])
+def test_selective_scan_matches_loop_values_and_grads(method):
+    """T = 13: the chunked scan pads to 16 (two chunks of 8); resets inside both chunks."""
     g = torch.Generator().manual_seed(0)
     B, T, E, N = 3, 13, 5, 4
     u, Bm, Cm = (torch.randn(B, T, k, generator=g, dtype=DT) for k in (E, N, N))
@@ -63,7 +66,7 @@ def test_selective_scan_matches_loop_values_and_grads():
     ins = [z.requires_grad_() for z in (u, dt, A, Bm, Cm, h0)]
     wy, wh = torch.randn(B, T, E, generator=g, dtype=DT), torch.randn(B, E, N, generator=g, dtype=DT)
 
-    y, h = selective_scan(*ins, keep)
+    y, h = selective_scan(*ins, keep, method=method, backend="eager")
     fast = (y, h, _grads((y * wy).sum() + (h * wh).sum(), ins))
 
     hh, ys = h0, []
@@ -80,20 +83,22 @@ def test_selective_scan_matches_loop_values_and_grads():
         _close(a, b)
 
 
-def test_selective_scan_gradcheck():
+@pytest.mark.parametrize("method,T", [("loop", 5), ("chunked", 10)])
+def test_selective_scan_gradcheck(method, T):
     g = torch.Generator().manual_seed(1)
-    B, T, E, N = 2, 5, 3, 2
+    B, E, N = 2, 3, 2
     args = [torch.randn(B, T, E, generator=g, dtype=DT), torch.rand(B, T, E, generator=g, dtype=DT),
             -torch.rand(E, N, generator=g, dtype=DT), torch.randn(B, T, N, generator=g, dtype=DT),
             torch.randn(B, T, N, generator=g, dtype=DT), torch.randn(B, E, N, generator=g, dtype=DT)]
     keep = (~_resets(B, T, [(1, 2)])).to(DT)
-    torch.autograd.gradcheck(lambda *a: selective_scan(*a, keep),
+    torch.autograd.gradcheck(lambda *a: selective_scan(*a, keep, method=method, backend="eager"),
                              [z.requires_grad_() for z in args])
 
 
-def test_s6_layer_matches_naive_with_state_and_resets():
+@pytest.mark.parametrize("scan", ["loop", "chunked"])
+def test_s6_layer_matches_naive_with_state_and_resets(scan):
     torch.manual_seed(0)
-    layer = S6(6, output_size=7, d_state=4, expand=2, d_conv=4).double()
+    layer = S6(6, output_size=7, d_state=4, expand=2, d_conv=4, scan=scan, backend="eager").double()
     B, T = 3, 11
     x = torch.randn(B, T, 6, dtype=DT)
     h0, w0 = (torch.randn_like(s) for s in layer.initial_state(B))
@@ -109,6 +114,24 @@ def test_s6_layer_matches_naive_with_state_and_resets():
         _close(a, b)
 
 
+@pytest.mark.skipif(not compile_works("cpu"), reason="torch.compile unavailable")
+def test_selective_scan_compiled_equals_float64_loop():
+    g = torch.Generator().manual_seed(2)
+    B, T, E, N = 2, 11, 3, 4
+    u, Bm, Cm = (torch.randn(B, T, k, generator=g, dtype=DT) for k in (E, N, N))
+    dt, A = torch.rand(B, T, E, generator=g, dtype=DT) * 0.5, -torch.rand(E, N, generator=g, dtype=DT) * 2
+    h0 = torch.randn(B, E, N, generator=g, dtype=DT)
+    keep = (~_resets(B, T, [(0, 3), (1, 9)])).to(DT)
+    wy = torch.randn(B, T, E, generator=g, dtype=DT)
+    out = {}
+    for method, dtype, backend in (("loop", DT, "eager"), ("chunked", torch.float32, "compiled")):
+        ins = [z.to(dtype).requires_grad_() for z in (u, dt, A, Bm, Cm, h0)]
+        y, h = selective_scan(*ins, keep.to(dtype), method=method, backend=backend)
+        out[method] = (y, h, *_grads((y * wy.to(dtype)).sum() + h.sum(), ins))
+    for a, b in zip(out["chunked"], out["loop"]):
+        assert (a.double() - b).abs().max() <= 1e-5 * b.abs().max(), (a.double() - b).abs().max()
+
+
 def test_s6_defaults_and_validation():
     layer = S6(40, output_size=64)
     assert layer.d_inner == 80 and layer.dt_rank == 3 and layer.d_state == 512
@@ -117,6 +140,10 @@ def test_s6_defaults_and_validation():
     _close(layer.A_log[3].double(), torch.log(torch.arange(1, 513, dtype=DT)), tol=1e-6)
     with pytest.raises(ValueError, match="d_state"):
         S6(40, d_state=0)
+    with pytest.raises(ValueError, match="scan"):
+        S6(40, scan="parallel")
+    with pytest.raises(ValueError, match="backend"):
+        S6(40, backend="fast")
 
 
 # ---------------------------------------------------------------------------------------- FFM

@@ -8,7 +8,7 @@ relative (max |err| / max |ref|) in h, M_T and the gradients of all six inputs.
 import pytest
 import torch
 
-from torchkit.memory.scan import _shm_gates, compile_works, shm_backend, shm_scan, shm_step
+from torchkit.memory.scan import _shm_gates, compile_works, scan_backend, shm_scan, shm_step
 from torchkit.memory.shm import SHM
 
 f64 = torch.float64
@@ -142,8 +142,8 @@ def test_saves_no_BTHH_tensor():
 
 def test_bad_backend_raises():
     with pytest.raises(ValueError, match="backend"):
-        shm_backend("fast", torch.zeros(1))
-    assert shm_backend("auto", torch.zeros(1, dtype=f64)) == "eager"
+        scan_backend("fast", torch.zeros(1))
+    assert scan_backend("auto", torch.zeros(1, dtype=f64)) == "eager"
 
 
 # ----------------------------------------------------------------------------------- compiled

@@ -14,6 +14,7 @@ is never materialised (it would be ~1 GB at N=512, E=80, B=64, T=101).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .base import Memory, State
+from .scan import BACKENDS, scan_backend
 
 
 def _check_sizes(owner: str, **sizes) -> None:
@@ -100,15 +102,123 @@ class _SelectiveScan(torch.autograd.Function):
         return gdtu * dt, gdtu * u + gdt, gA_b.sum(0), gB, gC, gh, None
 
 
+# ---------------------------------------------------------------- chunked kernels (torch.compile)
+# The same recurrence in chunks of CHUNK steps, written as plain tensor code so that inductor fuses
+# each step's decay, update and read into a few passes over the [B,E,N] state (the eager loop above
+# makes ~6). Time-major inputs: dt, dtu [c,B,E]; Bm, Cm [c,B,N]; keep [c,B] or None.
+CHUNK = 8
+
+
+def _chunk_fwd(dt, dtu, Bm, Cm, keep: Optional[Tensor], A, h):
+    """y [c,B,E] (y_t = h_t C_t) and the chunk's last state, from its start state h [B,E,N]."""
+    ys = []
+    for i in range(dt.shape[0]):
+        a = torch.exp(dt[i, :, :, None] * A)
+        if keep is not None:
+            a = a * keep[i, :, None, None]
+        h = a * h + dtu[i, :, :, None] * Bm[i, :, None, :]
+        ys.append((h * Cm[i, :, None, :]).sum(-1))
+    return torch.stack(ys), h
+
+
+def _chunk_bwd(dt, dtu, Bm, Cm, keep: Optional[Tensor], A, h, gy, gh):
+    """Recompute the chunk's states from its start h, then run the adjoint back through it.
+
+    gh = dL/dh at the chunk's end -> gdtu, gdt [c,B,E], gB, gC [c,B,N], gA [E,N], dL/dh at its start."""
+    c = dt.shape[0]
+    hs, decays = [h], []
+    for i in range(c):
+        a = torch.exp(dt[i, :, :, None] * A)
+        if keep is not None:
+            a = a * keep[i, :, None, None]
+        decays.append(a)
+        hs.append(a * hs[-1] + dtu[i, :, :, None] * Bm[i, :, None, :])
+    gdtu, gdt, gB, gC = [None] * c, [None] * c, [None] * c, [None] * c
+    gA = torch.zeros_like(A)
+    for i in reversed(range(c)):
+        gh = gh + gy[i, :, :, None] * Cm[i, :, None, :]         # + ∂y_t/∂h_t
+        gC[i] = (gy[i, :, :, None] * hs[i + 1]).sum(1)
+        gB[i] = (dtu[i, :, :, None] * gh).sum(1)
+        gdtu[i] = (gh * Bm[i, :, None, :]).sum(-1)
+        ga = gh * hs[i] * decays[i]                              # dL/d(Δ_t A)
+        gA = gA + (ga * dt[i, :, :, None]).sum(0)
+        gdt[i] = (ga * A).sum(-1)
+        gh = gh * decays[i]                                      # -> dL/dh_{t-1}
+    return torch.stack(gdtu), torch.stack(gdt), torch.stack(gB), torch.stack(gC), gA, gh
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled_chunks():
+    return (torch.compile(_chunk_fwd, fullgraph=True, dynamic=False),
+            torch.compile(_chunk_bwd, fullgraph=True, dynamic=False))
+
+
+class _ChunkedSelectiveScan(torch.autograd.Function):
+    """As ``_SelectiveScan``, by chunk kernels; saves the inputs and one state per chunk.
+
+    T is padded to a multiple of CHUNK with Δ = Δu = 0 (decay 1, no input: the state is unchanged
+    exactly), so every chunk has one shape and compiles once."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, h0, keep, compiled):
+        B, T, E = u.shape
+        pad = -T % CHUNK
+        tm = lambda z: F.pad(z.transpose(0, 1), (0, 0, 0, 0, 0, pad)).contiguous()  # noqa: E731  [Tp,B,·]
+        dt_, dtu, Bm_, Cm_ = tm(dt), tm(dt * u), tm(Bm), tm(Cm)
+        keep_ = None if keep is None else F.pad(keep.t(), (0, 0, 0, pad), value=1.0).contiguous()
+        fwd = _compiled_chunks()[0] if compiled else _chunk_fwd
+        h, ys, starts = h0, [], []
+        for a in range(0, T + pad, CHUNK):
+            sl = slice(a, a + CHUNK)
+            starts.append(h)
+            y, h = fwd(dt_[sl], dtu[sl], Bm_[sl], Cm_[sl], None if keep_ is None else keep_[sl], A, h)
+            ys.append(y)
+        ctx.save_for_backward(u, dt, dt_, dtu, Bm_, Cm_, keep_, A, torch.stack(starts))
+        ctx.T, ctx.compiled = T, compiled
+        return torch.cat(ys)[:T].transpose(0, 1), h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gh_last):
+        u, dt, dt_, dtu, Bm_, Cm_, keep_, A, starts = ctx.saved_tensors
+        T, Tp = ctx.T, dt_.shape[0]
+        gy_ = torch.zeros_like(dtu) if gy is None else F.pad(gy.transpose(0, 1), (0, 0, 0, 0, 0, Tp - T))
+        gh = torch.zeros_like(starts[0]) if gh_last is None else gh_last
+        bwd = _compiled_chunks()[1] if ctx.compiled else _chunk_bwd
+        gdtu, gdt, gB, gC = (torch.empty_like(z) for z in (dtu, dt_, Bm_, Cm_))
+        gA = torch.zeros_like(A)
+        for n in reversed(range(starts.shape[0])):
+            sl = slice(n * CHUNK, (n + 1) * CHUNK)
+            gdtu[sl], gdt[sl], gB[sl], gC[sl], gA_n, gh = bwd(
+                dt_[sl], dtu[sl], Bm_[sl], Cm_[sl], None if keep_ is None else keep_[sl], A, starts[n],
+                gy_[sl], gh)
+            gA += gA_n
+        bt = lambda z: z[:T].transpose(0, 1)  # noqa: E731  [B,T,·]
+        gdtu, gdt = bt(gdtu), bt(gdt)
+        return gdtu * dt, gdtu * u + gdt, gA, bt(gB), bt(gC), gh, None, None
+
+
 def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0: Tensor,
-                   keep: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                   keep: Optional[Tensor] = None, method: str = "loop",
+                   backend: str = "auto") -> Tuple[Tensor, Tensor]:
     """Returns (y [B,T,E] with y_t = h_t C_t, h_T [B,E,N]); see the module docstring.
 
+    method: loop (in-place step loop, √T checkpoints) | chunked (chunk kernels, compiled by
+    ``backend``: auto | compiled | eager, see ``torchkit.memory.scan.scan_backend``; auto without a
+    working torch.compile runs the loop, which beats the uncompiled kernels, and explicit eager runs
+    the uncompiled kernels, for checks).
     Runs in h0's dtype with autocast off (the in-place buffers need one dtype).
     """
     args = [z.to(h0.dtype) for z in (u, dt, A, Bm, Cm)]
+    keep = None if keep is None else keep.to(h0.dtype)
     with torch.autocast(u.device.type, enabled=False):
-        return _SelectiveScan.apply(*args, h0, None if keep is None else keep.to(h0.dtype))
+        if method == "chunked" and u.shape[1] >= CHUNK:  # (shorter, e.g. acting steps: the loop)
+            compiled = scan_backend(backend, h0) == "compiled"
+            if compiled or backend == "eager":  # uncompiled chunk kernels are slower than the loop:
+                return _ChunkedSelectiveScan.apply(*args, h0, keep, compiled)  # only when asked for
+        if method in ("loop", "chunked"):
+            return _SelectiveScan.apply(*args, h0, keep)
+    raise ValueError(f"S6: scan must be 'loop' or 'chunked', got {method!r}")
 
 
 class S6(Memory):
@@ -116,8 +226,14 @@ class S6(Memory):
 
     def __init__(self, input_size: int, output_size: int = 512, d_state: int = 512, expand: int = 2,
                  d_conv: int = 4, dt_rank: Optional[int] = None, dt_min: float = 1e-3,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4):
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, scan: str = "chunked",
+                 backend: str = "auto"):
         super().__init__()
+        if scan not in ("loop", "chunked"):
+            raise ValueError(f"S6: scan must be 'loop' or 'chunked', got {scan!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"S6: backend must be one of {BACKENDS}, got {backend!r}")
+        self.scan, self.backend = scan, backend
         if dt_rank is None:
             dt_rank = math.ceil(input_size / 16) if isinstance(input_size, int) else input_size
         _check_sizes("S6", input_size=input_size, output_size=output_size, d_state=d_state,
@@ -177,6 +293,6 @@ class S6(Memory):
         dt = F.softplus(self.dt_proj(delta))                          # [B,T,E]
         A = -torch.exp(self.A_log)                                    # [E,N]
         keep = None if reset is None else (~reset).to(x.dtype)        # [B,T]; 0 zeroes h_{t-1}
-        y, h = selective_scan(u, dt, A, Bm, Cm, h0.to(x.dtype), keep)
+        y, h = selective_scan(u, dt, A, Bm, Cm, h0.to(x.dtype), keep, self.scan, self.backend)
         y = (y + u * self.D) * F.silu(res)                            # [B,T,E]
         return self.out(self.out_proj(y)), (h, window)

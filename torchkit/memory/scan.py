@@ -215,17 +215,17 @@ def compile_works(device_type: str) -> bool:
 BACKENDS = ("eager", "compiled", "auto")
 
 
-def shm_backend(backend: str, x: Tensor) -> str:
+def scan_backend(backend: str, x: Tensor) -> str:
     """Resolve ``backend`` to "eager" or "compiled" for inputs like ``x``.
 
     auto = compiled when torch.compile works on x's device, except for float64 (the dtype of
     checks, where a compile per test shape costs more than it saves) and inside an outer compile.
-    The environment variable MEMRL_SHM_BACKEND=eager|compiled overrides auto (e.g. in tests, to
-    skip the one-time compile of 10–60 s)."""
+    The environment variable MEMRL_SCAN_BACKEND=eager|compiled overrides auto (e.g. in tests, to
+    skip the one-time compile of 10–60 s). Used by the SHM and S6 scans."""
     if backend not in BACKENDS:
-        raise ValueError(f"shm_scan: backend must be one of {BACKENDS}, got {backend!r}")
+        raise ValueError(f"scan backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        forced = os.environ.get("MEMRL_SHM_BACKEND", "auto")
+        forced = os.environ.get("MEMRL_SCAN_BACKEND", "auto")
         if forced in ("eager", "compiled"):
             return forced
         if x.dtype == torch.float64 or torch.compiler.is_compiling():
@@ -287,10 +287,10 @@ def shm_scan(theta: Tensor, vc: Tensor, ev: Tensor, k: Tensor, q: Tensor, M0: Te
 
     M_t = clamp(C_t ⊙ M_{t-1} + U_t), C_t = 1 + tanh(θ_t ⊗ vc_t), U_t = ev_t ⊗ k_t, from
     theta, vc, ev, k, q [B,T,H] and M0 [B,H,H]; reset [B,T] bool zeroes the state before step t.
-    backend: eager | compiled | auto (``shm_backend``). chunk: steps per kernel call and between
+    backend: eager | compiled | auto (``scan_backend``). chunk: steps per kernel call and between
     saved states (default 8). Saved for backward: 5·B·T·H + B·H²·⌈T/chunk⌉ numbers.
     """
-    compiled = shm_backend(backend, theta) == "compiled"
+    compiled = scan_backend(backend, theta) == "compiled"
     keep = None if reset is None else (~reset).to(theta.dtype)
     return _SHMScan.apply(theta, vc, ev, k, q, M0, keep, clamp, chunk or 8, compiled)
 
