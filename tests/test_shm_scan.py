@@ -202,3 +202,17 @@ def test_shm_bad_scan_option_raises():
         SHM(5, scan="parallel")
     with pytest.raises(ValueError, match="backend"):
         SHM(5, backend="fast")
+
+
+def test_clamp_stats_counts_the_entries_the_clamp_cuts():
+    """benchmarks/shm_clamp.py: zero when |P| stays below the clamp, > 0 with a tiny clamp, and the
+    clamped recurrence it runs equals the layer's own output state."""
+    from benchmarks.shm_clamp import clamp_stats
+    torch.manual_seed(0)
+    layer = SHM(6, output_size=7, mem_size=4, num_thetas=5, clamp=1e6).double()
+    x = torch.randn(2, 9, 6, dtype=f64)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    assert clamp_stats(layer, x, mask)["entries"] == 0.0
+    layer.clamp = 1e-3
+    s = clamp_stats(layer, x, mask)
+    assert 0 < s["entries"] <= 1 and 0 < s["row_steps"] <= 1 and s["peak"] > 1e-3
