@@ -195,16 +195,36 @@ def _fwp_naive(layer, x, reset=None):
     return torch.stack(ys, 1), M
 
 
-def test_fwp_forward_matches_naive():
+@pytest.mark.parametrize("scan,chunk", [("loop", 16), ("chunked", 16), ("chunked", 4), ("chunked", 1)])
+def test_fwp_forward_matches_naive(scan, chunk):
+    """Chunked: T = 17 leaves a 1-step chunk; resets at a chunk start (8), inside one (9, 10) and
+    at step 0; values and all parameter gradients equal the naive loop's."""
     torch.manual_seed(0)
-    layer = FWP(5, output_size=6, mem_size=4).double()
+    layer = FWP(5, output_size=6, mem_size=4, scan=scan, chunk=chunk).double()
     x = torch.randn(3, 17, 5, dtype=f64)
     reset = torch.zeros(3, 17, dtype=torch.bool)
-    reset[1, 9] = True
+    reset[1, 9] = reset[0, 8] = reset[0, 10] = reset[2, 0] = True
     y, (M,) = layer(x, None, reset)
     y_ref, M_ref = _fwp_naive(layer, x, reset)
     _close(y, y_ref)
     _close(M, M_ref)
+    params = list(layer.parameters())
+    for a, b in zip(torch.autograd.grad(y.square().sum() + M.sum(), params),
+                    torch.autograd.grad(y_ref.square().sum() + M_ref.sum(), params)):
+        _close(a, b)
+
+
+def test_fwp_chunked_carries_a_state_across_calls():
+    torch.manual_seed(1)
+    layer = FWP(5, output_size=6, mem_size=4, chunk=4).double()
+    x = torch.randn(2, 11, 5, dtype=f64)
+    y, (M,) = layer(x)
+    y1, s = layer(x[:, :6])
+    y2, (M2,) = layer(x[:, 6:], s)
+    _close(torch.cat([y1, y2], 1), y)
+    _close(M2, M)
+    with pytest.raises(ValueError, match="scan"):
+        FWP(5, scan="parallel")
 
 
 # ---------------------------------------------------------------------------------------- mLSTM

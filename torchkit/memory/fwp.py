@@ -4,6 +4,15 @@
     v̄_t = M_{t-1} k_t
     M_t = M_{t-1} + β_t (v_t − v̄_t) ⊗ k_t          (M[i,j]: i value side, j key side)
     y_t = W_o (M_t q_t + W_s x̂_t + b_s) + b_o
+
+scan: chunked (default) | loop. Chunked runs the delta rule c steps at a time (c = `chunk`). With
+start state S and the written values u_t = β_t (v_t − M_{t-1} k_t), M_t = S + Σ_{s≤t} u_s k_sᵀ, so
+
+    u_t = β_t (v_t − S k_t − Σ_{s<t} (k_s·k_t) u_s)   ⇔   (I + diag(β) L) U = diag(β) (V − K Sᵀ)
+
+with L = strictly-lower part of K Kᵀ: one unit-triangular solve per chunk. Then
+Y = Q Sᵀ + (Q Kᵀ ⊙ causal) U and S' = S + Uᵀ K (rows [c,H], all batched over B). A reset at step t
+cuts S and every earlier u_s off from step t on (same-segment masks inside the chunk).
 """
 from __future__ import annotations
 
@@ -16,12 +25,44 @@ from .base import Memory, State
 from .util import check_positive_ints, sumnorm_relu
 
 
-class FWP(Memory):
-    """Delta-rule fast weights; state = (M [B,H,H],). Forward is a loop over time (M is H×H)."""
+def _delta_chunk(S: Tensor, k: Tensor, q: Tensor, v: Tensor, beta: Tensor, reset: Optional[Tensor]):
+    """c delta-rule steps at once (module docstring). S [B,H,H]; k, q, v [B,c,H]; β [B,c,1];
+    reset [B,c] or None -> (M_t q_t [B,c,H], M_c [B,H,H])."""
+    c = k.shape[1]
+    causal = torch.ones(c, c, dtype=torch.bool, device=k.device).tril()   # s ≤ t
+    if reset is None:
+        same, first = causal, None
+    else:
+        seg = reset.long().cumsum(1)                                       # segment of each step
+        same = causal & (seg[:, :, None] == seg[:, None, :])               # [B,c,c]
+        first = (seg == 0).to(k.dtype)[..., None]                          # steps that still see S
+    KK = (k @ k.transpose(1, 2)).masked_fill(~same, 0.0)                   # [B,c,c], (t, s) = k_t·k_s
+    A = torch.eye(c, dtype=k.dtype, device=k.device) + beta * KK.tril(-1)  # I + diag(β) L
+    SK = k @ S.transpose(1, 2)                                             # row t: (S k_t)ᵀ
+    SQ = q @ S.transpose(1, 2)
+    if first is not None:
+        SK, SQ = SK * first, SQ * first
+    U = torch.linalg.solve_triangular(A, beta * (v - SK), upper=False, unitriangular=True)
+    QK = (q @ k.transpose(1, 2)).masked_fill(~same, 0.0)
+    y = SQ + QK @ U                                                        # [B,c,H]
+    if reset is None:
+        return y, S + U.transpose(1, 2) @ k
+    last = (seg == seg[:, -1:]).to(k.dtype)[..., None]                     # steps in the last segment
+    keep_S = (seg[:, -1] == 0).to(k.dtype)[:, None, None]
+    return y, S * keep_S + (U * last).transpose(1, 2) @ k
 
-    def __init__(self, input_size: int, output_size: int = 512, mem_size: int = 24):
+
+class FWP(Memory):
+    """Delta-rule fast weights; state = (M [B,H,H],). Forward: chunkwise (default) or a step loop."""
+
+    def __init__(self, input_size: int, output_size: int = 512, mem_size: int = 24,
+                 scan: str = "chunked", chunk: int = 32):
         super().__init__()
-        check_positive_ints("FWP", input_size=input_size, output_size=output_size, mem_size=mem_size)
+        check_positive_ints("FWP", input_size=input_size, output_size=output_size, mem_size=mem_size,
+                            chunk=chunk)
+        if scan not in ("chunked", "loop"):
+            raise ValueError(f"FWP: scan must be 'chunked' or 'loop', got {scan!r}")
+        self.scan, self.chunk = scan, chunk
         self.input_size, self.output_size, self.mem_size = input_size, output_size, mem_size
         H = mem_size
         self.norm = nn.LayerNorm(input_size)
@@ -55,6 +96,14 @@ class FWP(Memory):
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._state_or_initial(state, x)
         k, q, v, beta, s = self._project(x)  # [B,T,H] (β: [B,T,1])
+        if self.scan == "chunked":
+            ys = []
+            for a in range(0, x.shape[1], self.chunk):
+                sl = slice(a, a + self.chunk)
+                y, M = _delta_chunk(M, k[:, sl], q[:, sl], v[:, sl], beta[:, sl],
+                                    None if reset is None else reset[:, sl])
+                ys.append(y)
+            return self.out(torch.cat(ys, 1) + s), (M,)
         T = x.shape[1]
         keeps = [None] * T if reset is None else (~reset).to(M.dtype)[:, :, None, None].unbind(1)
         Ms = []
