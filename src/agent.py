@@ -74,16 +74,19 @@ class SequenceEncoder(nn.Module):
             orthogonal_init_(self.memory)
         self.output_size = self.memory.output_size
 
-    def inputs(self, prev_action: Tensor, prev_reward: Tensor, obs: Tensor) -> Tensor:
-        return torch.cat([self.action_emb(prev_action), self.reward_emb(prev_reward), self.obs_emb(obs)], -1)
+    def inputs(self, prev_action: Tensor, prev_reward: Tensor, obs: Tensor,
+               obs_emb: Optional[Tensor] = None) -> Tensor:
+        """Memory inputs [..., input_size]; ``obs_emb`` = self.obs_emb(obs) when already computed."""
+        e = self.obs_emb(obs) if obs_emb is None else obs_emb
+        return torch.cat([self.action_emb(prev_action), self.reward_emb(prev_reward), e], -1)
 
     def forward(self, prev_action, prev_reward, obs, state: Optional[State] = None,
-                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
-        return self.memory(self.inputs(prev_action, prev_reward, obs), state, reset)
+                reset: Optional[Tensor] = None, obs_emb: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        return self.memory(self.inputs(prev_action, prev_reward, obs, obs_emb), state, reset)
 
     def step(self, prev_action, prev_reward, obs, state: State,
-             reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
-        return self.memory.step(self.inputs(prev_action, prev_reward, obs), state, reset)
+             reset: Optional[Tensor] = None, obs_emb: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        return self.memory.step(self.inputs(prev_action, prev_reward, obs, obs_emb), state, reset)
 
 
 class Actor(nn.Module):
@@ -100,18 +103,26 @@ class Actor(nn.Module):
         self.head = MLP(in_size, hidden, action_dim, init_w=1e-3) if discrete else \
             TanhGaussianHead(in_size, hidden, action_dim)
 
-    def dist_params(self, features: Tensor, obs: Tensor):
-        """Continuous: (mean, log_std); discrete: logits [..., |A|]."""
-        return self.head(torch.cat([features, self.current_obs_emb(obs)], -1))
+    def dist_params(self, features: Tensor, obs: Tensor, obs_emb: Optional[Tensor] = None):
+        """Continuous: (mean, log_std); discrete: logits [..., |A|]. ``obs_emb``: the shared CNN's
+        embedding of ``obs`` when already computed."""
+        cur = obs_emb if obs_emb is not None else self.current_obs_emb(obs)
+        return self.head(torch.cat([features, cur], -1))
+
+    def _shared_emb(self, obs: Tensor) -> Optional[Tensor]:
+        """One CNN pass for the memory input and the current-observation input, when they share it."""
+        return self.encoder.obs_emb(obs) if self.current_obs_emb is self.encoder.obs_emb else None
 
     def forward(self, prev_action, prev_reward, obs, state=None, reset=None):
         """Whole sequences -> (mean, log_std) [B, T, A] (discrete: logits [B, T, A]) and the final state."""
-        h, state = self.encoder(prev_action, prev_reward, obs, state, reset)
-        return self.dist_params(h, obs), state
+        e = self._shared_emb(obs)
+        h, state = self.encoder(prev_action, prev_reward, obs, state, reset, obs_emb=e)
+        return self.dist_params(h, obs, e), state
 
     def step(self, prev_action, prev_reward, obs, state, reset=None):
-        h, state = self.encoder.step(prev_action, prev_reward, obs, state, reset)
-        return self.dist_params(h, obs), state
+        e = self._shared_emb(obs)
+        h, state = self.encoder.step(prev_action, prev_reward, obs, state, reset, obs_emb=e)
+        return self.dist_params(h, obs, e), state
 
 
 class Critic(nn.Module):
@@ -142,11 +153,24 @@ class Critic(nn.Module):
     def features(self, prev_action, prev_reward, obs, state=None, reset=None) -> Tensor:
         return self.encoder(prev_action, prev_reward, obs, state, reset)[0]
 
-    def heads(self, features: Tensor, obs: Tensor, action: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """Continuous: Q(h, o, a) [..., 1] each; discrete (no ``action``): Q(h, o, ·) [..., |A|] each."""
-        s = self.shortcut(obs) if self.discrete else self.shortcut(torch.cat([obs, action], -1))
+    def heads(self, features: Tensor, obs: Tensor, action: Optional[Tensor] = None,
+              obs_emb: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Continuous: Q(h, o, a) [..., 1] each; discrete (no ``action``): Q(h, o, ·) [..., |A|] each.
+        ``obs_emb``: the shortcut's embedding of ``obs`` when already computed."""
+        if obs_emb is not None:
+            s = obs_emb
+        else:
+            s = self.shortcut(obs) if self.discrete else self.shortcut(torch.cat([obs, action], -1))
         x = torch.cat([features, s], -1)
         return self.q1(x), self.q2(x)
+
+    def action_values(self, prev_action, prev_reward, obs, rows: slice) -> Tuple[Tensor, Tensor]:
+        """Discrete: Q1, Q2 [B, len(rows), |A|] at sequence positions ``rows`` of whole sequences; the
+        CNN runs once when the memory input and the shortcut share it."""
+        shared = self.shortcut is self.encoder.obs_emb
+        e = self.encoder.obs_emb(obs) if shared else None
+        h = self.encoder(prev_action, prev_reward, obs, obs_emb=e)[0]
+        return self.heads(h[:, rows], obs[:, rows], obs_emb=None if e is None else e[:, rows])
 
 
 class RecurrentActorCritic(nn.Module):

@@ -171,6 +171,11 @@ def test_image_agent_shares_one_cnn_and_outputs_action_values():
     h = agent.critic.features(pa, pr, obs)
     q1, q2 = agent.critic.heads(h, obs)
     assert q1.shape == q2.shape == (B, T + 1, A)
+    # the one-CNN-pass paths equal embedding the observation twice
+    torch.testing.assert_close(logits, agent.actor.dist_params(agent.actor.encoder(pa, pr, obs)[0], obs))
+    for rows in (slice(1, None), slice(0, T)):
+        for a, b in zip(agent.critic.action_values(pa, pr, obs, rows), agent.critic.heads(h[:, rows], obs[:, rows])):
+            torch.testing.assert_close(a, b)
     # one SAC-D update on pixels
     batch = {"obs": obs.float(), "act": one_hot(np.random.default_rng(1).integers(A, size=(B, T)).tolist()),
              "rew": torch.rand(B, T), "term": torch.zeros(B, T), "mask": torch.ones(B, T)}

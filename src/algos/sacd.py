@@ -59,14 +59,12 @@ class SACDiscrete(SAC):
         p, logp = categorical_probs(logits)
 
         with torch.no_grad():
-            h_target = agent.critic_target.features(prev_act, prev_rew, obs)[:, 1:]
-            q1_t, q2_t = agent.critic_target.heads(h_target, obs[:, 1:])   # [B,T,A]
+            q1_t, q2_t = agent.critic_target.action_values(prev_act, prev_rew, obs, slice(1, None))  # [B,T,A]
             p_next, logp_next = p[:, 1:].detach(), logp[:, 1:].detach()
             v_next = (p_next * (torch.min(q1_t, q2_t) - alpha * logp_next)).sum(-1, keepdim=True)
             y = rew.unsqueeze(-1) + (1.0 - term.unsqueeze(-1)) * self.gamma * v_next
 
-        h = agent.critic.features(prev_act, prev_rew, obs)                  # [B,T+1,W]
-        q1_all, q2_all = agent.critic.heads(h[:, :T], obs[:, :T])          # [B,T,A]
+        q1_all, q2_all = agent.critic.action_values(prev_act, prev_rew, obs, slice(0, T))  # [B,T,A]
         idx = act.argmax(-1, keepdim=True)                                 # stored one-hot -> index
         q1, q2 = q1_all.gather(-1, idx), q2_all.gather(-1, idx)            # [B,T,1]
         qf1_loss = masked_mean((q1 - y).pow(2), mask, n)
@@ -74,8 +72,7 @@ class SACDiscrete(SAC):
         q_grad_norm = self._step(self.critic_opt, qf1_loss + qf2_loss, agent.critic.parameters())
 
         with torch.no_grad():  # the actor loss needs no gradient through Q (expectation over actions)
-            h = agent.critic.features(prev_act, prev_rew, obs)[:, :T]
-            q1_pi, q2_pi = agent.critic.heads(h, obs[:, :T])
+            q1_pi, q2_pi = agent.critic.action_values(prev_act, prev_rew, obs, slice(0, T))
             min_q = torch.min(q1_pi, q2_pi)
         p_t, logp_t = p[:, :T], logp[:, :T]
         policy_loss = masked_mean((p_t * (alpha * logp_t - min_q)).sum(-1, keepdim=True), mask, n)
