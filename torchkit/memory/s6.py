@@ -167,14 +167,17 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         dt_, dtu, Bm_, Cm_ = tm(dt), tm(dt * u), tm(Bm), tm(Cm)
         keep_ = None if keep is None else F.pad(keep.t(), (0, 0, 0, pad), value=1.0).contiguous()
         fwd = _compiled_chunks()[0] if compiled else _chunk_fwd
+        save = any(ctx.needs_input_grad)
         h, ys, starts = h0, [], []
         for a in range(0, T + pad, CHUNK):
             sl = slice(a, a + CHUNK)
-            starts.append(h)
+            if save:
+                starts.append(h)
             y, h = fwd(dt_[sl], dtu[sl], Bm_[sl], Cm_[sl], None if keep_ is None else keep_[sl], A, h)
             ys.append(y)
-        ctx.save_for_backward(u, dt, dt_, dtu, Bm_, Cm_, keep_, A, torch.stack(starts))
-        ctx.T, ctx.compiled = T, compiled
+        if save:  # (no-grad calls, e.g. the target critic, keep nothing)
+            ctx.save_for_backward(u, dt, dt_, dtu, Bm_, Cm_, keep_, A, torch.stack(starts))
+            ctx.T, ctx.compiled = T, compiled
         return torch.cat(ys)[:T].transpose(0, 1), h
 
     @staticmethod
