@@ -181,6 +181,14 @@ def test_wandb_metadata_is_sent_and_the_run_id_follows_the_run_dir(tmp_path, mon
         assert value.encode() in data, value
 
 
+def test_wandb_mode_follows_the_environment_unless_set(monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert compose_cfg(["logger=wandb"]).logger.wandb.mode == "disabled"
+    assert compose_cfg(["logger=wandb", "logger.wandb.mode=online"]).logger.wandb.mode == "online"
+    monkeypatch.delenv("WANDB_MODE")
+    assert compose_cfg(["logger=wandb"]).logger.wandb.mode == "offline"
+
+
 # ---------------------------------------------------------------- snapshots
 
 def _git(repo, *args):
