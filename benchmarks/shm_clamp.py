@@ -76,7 +76,7 @@ def main():
                 totals["row_steps"] += s["row_steps"] / args.batches
                 totals["peak"] = max(totals["peak"], s["peak"])
             m = encoder.memory
-            print(f"| {run.name} ({cfg.env.name}) | {env_steps:,} | {part} | {m.theta_sampling} | {m.clamp} | "
+            print(f"| {cfg.env.name} seed {cfg.seed} | {env_steps:,} | {part} | {m.theta_sampling} | {m.clamp} | "
                   f"{totals['entries']:.2e} | {totals['row_steps']:.2e} | {totals['peak']:.1f} |", flush=True)
 
 
