@@ -103,7 +103,8 @@ def actor_memory_factory(cfg: DictConfig):
             raise ValueError(f"agent.actor_memory={name}: unknown model; valid: {valid}")
         model = OmegaConf.create({"model": OmegaConf.load(path)}).model
         model.width = cfg.model.width
-    overrides = OmegaConf.to_container(model.get("actor_overrides") or OmegaConf.create({}), resolve=True)
+    overrides = model.get("actor_overrides")
+    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
     node = OmegaConf.merge(OmegaConf.to_container(model.memory, resolve=True),
                            {k: v for k, v in overrides.items() if v is not None})
     return lambda d: instantiate(node, input_size=d)

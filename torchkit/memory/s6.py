@@ -212,6 +212,8 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0:
     the uncompiled kernels, for checks).
     Runs in h0's dtype with autocast off (the in-place buffers need one dtype).
     """
+    if method not in ("loop", "chunked"):
+        raise ValueError(f"S6: scan must be 'loop' or 'chunked', got {method!r}")
     args = [z.to(h0.dtype) for z in (u, dt, A, Bm, Cm)]
     keep = None if keep is None else keep.to(h0.dtype)
     with torch.autocast(u.device.type, enabled=False):
@@ -219,9 +221,7 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0:
             compiled = scan_backend(backend, h0) == "compiled"
             if compiled or backend == "eager":  # uncompiled chunk kernels are slower than the loop:
                 return _ChunkedSelectiveScan.apply(*args, h0, keep, compiled)  # only when asked for
-        if method in ("loop", "chunked"):
-            return _SelectiveScan.apply(*args, h0, keep)
-    raise ValueError(f"S6: scan must be 'loop' or 'chunked', got {method!r}")
+        return _SelectiveScan.apply(*args, h0, keep)
 
 
 class S6(Memory):
