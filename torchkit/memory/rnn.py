@@ -1,4 +1,8 @@
-"""GRU and LSTM memories (PyTorch's fused kernels; a step loop only where a reset falls mid-sequence)."""
+"""GRU and LSTM memories (PyTorch's fused kernels; a step loop only where a reset falls mid-sequence).
+
+On CPU the GRU's whole-sequence forward runs the fused C++ recurrence of ``gru_fused`` by default
+(backend auto; resets inside the sequence included), with nn.GRU's parameters: the same model, a
+faster backward."""
 from __future__ import annotations
 
 from typing import Optional, Tuple
@@ -7,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Memory, State, has_inner_resets
+from .gru_fused import GRU_BACKENDS, fused_gru, gru_backend
 
 
 class _RNN(Memory):
@@ -61,8 +66,24 @@ class _RNN(Memory):
 
 
 class GRU(_RNN):
-    """Gated recurrent unit; state = (h [B,H],)."""
+    """Gated recurrent unit; state = (h [B,H],). backend: auto (the fused CPU kernel where it
+    builds, else nn.GRU; CUDA: nn.GRU) | fused | torch."""
     rnn_cls, n_state = nn.GRU, 1
+
+    def __init__(self, input_size: int, hidden_size: int = 512, backend: str = "auto"):
+        super().__init__(input_size, hidden_size)
+        if backend not in GRU_BACKENDS:
+            raise ValueError(f"GRU: backend must be one of {GRU_BACKENDS}, got {backend!r}")
+        self.backend = backend
+
+    def forward(self, x: Tensor, state: Optional[State] = None,
+                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        if gru_backend(self.backend, x) == "torch":
+            return super().forward(x, state, reset)
+        (h0,) = self._state_or_initial(state, x)
+        r = self.rnn
+        y = fused_gru(x, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, reset)
+        return y, (y[:, -1],)
 
 
 class LSTM(_RNN):

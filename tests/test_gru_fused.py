@@ -1,0 +1,76 @@
+"""The fused CPU GRU recurrence against nn.GRU stepped one time step at a time (float64)."""
+import pytest
+import torch
+
+from torchkit.memory.base import forward_by_steps
+from torchkit.memory.gru_fused import fused_available, fused_gru, gru_backend
+from torchkit.memory.rnn import GRU
+
+pytestmark = pytest.mark.skipif(not fused_available(), reason="the fused GRU kernel does not build here")
+
+
+def _step_loop(gru: torch.nn.GRU, x, h0, reset):
+    """Oracle: nn.GRU one step at a time, the state zeroed before x[:, t] where reset[:, t]."""
+    h, ys = h0, []
+    for t in range(x.shape[1]):
+        if reset is not None:
+            h = torch.where(reset[:, t:t + 1], torch.zeros_like(h), h)
+        h = gru(x[:, t:t + 1], h.unsqueeze(0))[1][0]
+        ys.append(h)
+    return torch.stack(ys, 1)
+
+
+@pytest.mark.parametrize("with_reset", [False, True])
+def test_fused_gru_matches_step_loop_values_and_all_grads(with_reset):
+    torch.manual_seed(0)
+    B, T, D, H = 5, 13, 7, 6
+    gru = torch.nn.GRU(D, H, batch_first=True).double()
+    for p in gru.parameters():  # larger weights than the default init: saturated gates, too
+        torch.nn.init.uniform_(p, -1.5, 1.5)
+    x = torch.randn(B, T, D, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(B, H, dtype=torch.float64, requires_grad=True)
+    reset = (torch.rand(B, T) < 0.25) if with_reset else None
+    if with_reset:
+        reset[0, 0] = reset[1, 5] = True
+    want = _step_loop(gru, x, h0, reset)
+    got = fused_gru(x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0, reset)
+    assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
+    w = torch.randn_like(want)
+    inputs = [x, h0, *gru.parameters()]
+    loss = lambda y: (y * w).sum() + y[:, -1].pow(2).sum()  # noqa: E731 (the last state gets its own gradient)
+    for g_want, g_got in zip(torch.autograd.grad(loss(want), inputs), torch.autograd.grad(loss(got), inputs)):
+        assert torch.allclose(g_got, g_want, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_gru_float32_close_to_nn_gru_and_no_grad_path():
+    torch.manual_seed(1)
+    gru = torch.nn.GRU(40, 64, batch_first=True)
+    x, h0 = torch.randn(8, 101, 40), torch.randn(8, 64)
+    want = gru(x, h0.unsqueeze(0))[0]
+    with torch.no_grad():  # nothing saved for backward on this path
+        got = fused_gru(x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0)
+    assert (got - want).abs().max() < 1e-5
+
+
+def test_gru_layer_backends_agree_and_match_steps():
+    torch.manual_seed(2)
+    fused, ref = GRU(5, 7, backend="fused").double(), GRU(5, 7, backend="torch").double()
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(3, 9, 5, dtype=torch.float64)
+    reset = torch.zeros(3, 9, dtype=torch.bool)
+    reset[1, 4] = reset[2, 0] = True
+    state = (torch.randn(3, 7, dtype=torch.float64),)
+    y_f, (h_f,) = fused(x, state, reset)
+    y_r, (h_r,) = ref(x, state, reset)
+    y_s, (h_s,) = forward_by_steps(fused, x, state, reset)
+    for a, b in ((y_f, y_r), (h_f, h_r), (y_f, y_s), (h_f, h_s)):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_gru_backend_validation():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        GRU(3, 4, backend="cudnn")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        gru_backend("fast", torch.zeros(1))
+    assert gru_backend("torch", torch.zeros(1)) == "torch"
+    assert gru_backend("auto", torch.zeros(1)) in ("fused", "torch")

@@ -1,0 +1,153 @@
+// Fused GRU recurrence for CPU training: one C++ loop over time for the forward and one for the
+// backward, instead of PyTorch's per-step autograd graph (~10 autograd nodes per step).
+//
+// PyTorch's GRU (gate order r, z, n along the 3H axis):
+//   gi_t = W_ih x_t + b_ih                          (computed outside, for all t at once)
+//   hp_t = keep_t * h_{t-1}                          (keep_t = 0 where a new episode starts; h_{-1} = h0)
+//   gh_t = W_hh hp_t + b_hh
+//   r = σ(gi_r + gh_r),  z = σ(gi_z + gh_z),  n = tanh(gi_n + r * gh_n),  h_t = n + z (hp_t - n)
+//
+// Backward, with g the total gradient reaching h_t:
+//   dn' = g (1 - z)(1 - n²),  dz' = g (hp - n) z (1 - z),  dr' = dn' gh_n r (1 - r)
+//   dgi = [dr', dz', dn'],  dgh = [dr', dz', dn' r]
+//   dhp = g z + dgh W_hh,  dh_{t-1} = keep_t dhp;  dW_hh = Σ_t dgh_tᵀ hp_t,  db_hh = Σ_t dgh_t
+// Per step, the matrix product goes through ATen (MKL) and tanh through ATen's vectorised tanh_
+// (σ(x) = (1 + tanh(x/2)) / 2); everything else is plain loops over [B,H].
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace {
+
+// A [rows, cols] tensor over existing memory (no allocation, no dispatcher call).
+inline torch::Tensor view2d(void* p, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
+  return torch::from_blob(p, {rows, cols}, o);
+}
+
+// Forward over [T,B,3H] input projections. Returns hs [T,B,H] and, when save is set, the gates
+// rz [T,B,2H] (r then z), n [T,B,H], gh_n [T,B,H] and hp [T,B,H] for the backward.
+std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor h0, torch::Tensor w_hh,
+                                       torch::Tensor b_hh, torch::Tensor keep, bool save) {
+  TORCH_CHECK(gi.device().is_cpu(), "gru_cpu: tensors must be on the CPU");
+  TORCH_CHECK(gi.dim() == 3 && gi.is_contiguous(), "gru_cpu: gi must be contiguous [T,B,3H]");
+  const int64_t T = gi.size(0), B = gi.size(1), H = h0.size(1), BH = B * H;
+  TORCH_CHECK(gi.size(2) == 3 * H && h0.size(0) == B, "gru_cpu: gi must be [T,B,3H] for h0 [B,H]");
+  TORCH_CHECK(keep.numel() == 0 || keep.numel() == T * B, "gru_cpu: keep must be [T,B] or empty");
+  const bool has_keep = keep.numel() > 0;
+  auto opts = gi.options();
+  h0 = h0.contiguous();
+  auto hs = torch::empty({T, B, H}, opts);
+  const int64_t Ts = save ? T : 1;  // without save, one step's buffers are reused
+  auto rz_all = torch::empty({Ts, B, 2 * H}, opts);
+  auto n_all = torch::empty({Ts, B, H}, opts);
+  auto hn_all = torch::empty({Ts, B, H}, opts);
+  auto hp_all = torch::empty({Ts, B, H}, opts);
+  auto gh = torch::empty({B, 3 * H}, opts);
+  auto w_t = w_hh.t();
+  AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gru_forward", [&] {
+    using S = scalar_t;
+    const S* hprev = h0.data_ptr<S>();
+    const S* q = gh.data_ptr<S>();
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t ts = save ? t : 0;
+      S* __restrict__ hp = hp_all.data_ptr<S>() + ts * BH;
+      S* __restrict__ rz = rz_all.data_ptr<S>() + ts * 2 * BH;
+      S* __restrict__ n = n_all.data_ptr<S>() + ts * BH;
+      S* __restrict__ hn = hn_all.data_ptr<S>() + ts * BH;
+      S* __restrict__ h = hs.data_ptr<S>() + t * BH;
+      const S* __restrict__ g = gi.data_ptr<S>() + t * 3 * BH;
+      const S* kp = has_keep ? keep.data_ptr<S>() + t * B : nullptr;
+      for (int64_t b = 0; b < B; ++b) {
+        const S k = has_keep ? kp[b] : S(1);
+        for (int64_t j = 0; j < H; ++j) hp[b * H + j] = k * hprev[b * H + j];
+      }
+      auto hp_v = view2d(hp, B, H, opts);
+      auto gh_v = gh;
+      torch::addmm_out(gh_v, b_hh, hp_v, w_t);  // gh = b_hh + hp W_hhᵀ   [B,3H]
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < 2 * H; ++j) rz[b * 2 * H + j] = S(0.5) * (g[b * 3 * H + j] + q[b * 3 * H + j]);
+      view2d(rz, B, 2 * H, opts).tanh_();
+      for (int64_t b = 0; b < B; ++b) {
+        for (int64_t j = 0; j < 2 * H; ++j) rz[b * 2 * H + j] = S(0.5) + S(0.5) * rz[b * 2 * H + j];
+        for (int64_t j = 0; j < H; ++j) {
+          const S v = q[b * 3 * H + 2 * H + j];
+          hn[b * H + j] = v;
+          n[b * H + j] = g[b * 3 * H + 2 * H + j] + rz[b * 2 * H + j] * v;
+        }
+      }
+      view2d(n, B, H, opts).tanh_();
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t i = b * H + j;
+          h[i] = n[i] + rz[b * 2 * H + H + j] * (hp[i] - n[i]);
+        }
+      hprev = h;
+    }
+  });
+  if (save) return {hs, rz_all, n_all, hn_all, hp_all};
+  return {hs};
+}
+
+// Backward. dhs [T,B,H]: gradient of every output (the final state is hs[T-1], so its gradient
+// arrives through dhs). Returns dgi [T,B,3H], dh0 [B,H], dW_hh [3H,H], db_hh [3H].
+std::vector<torch::Tensor> gru_backward(torch::Tensor dhs, torch::Tensor w_hh, torch::Tensor keep,
+                                        torch::Tensor rz_all, torch::Tensor n_all, torch::Tensor hn_all,
+                                        torch::Tensor hp_all) {
+  const int64_t T = n_all.size(0), B = n_all.size(1), H = n_all.size(2), BH = B * H;
+  const bool has_keep = keep.numel() > 0;
+  auto opts = n_all.options();
+  dhs = dhs.contiguous();
+  w_hh = w_hh.contiguous();
+  auto dgi = torch::empty({T, B, 3 * H}, opts);
+  auto dgh = torch::empty({T, B, 3 * H}, opts);
+  auto dh = torch::zeros({B, H}, opts);   // gradient reaching h_t from later steps
+  auto dhp = torch::empty({B, H}, opts);
+  AT_DISPATCH_FLOATING_TYPES(n_all.scalar_type(), "gru_backward", [&] {
+    using S = scalar_t;
+    S* __restrict__ d = dh.data_ptr<S>();
+    S* __restrict__ dp = dhp.data_ptr<S>();
+    for (int64_t t = T - 1; t >= 0; --t) {
+      const S* __restrict__ dout = dhs.data_ptr<S>() + t * BH;
+      const S* __restrict__ rz = rz_all.data_ptr<S>() + t * 2 * BH;
+      const S* __restrict__ ns = n_all.data_ptr<S>() + t * BH;
+      const S* __restrict__ hns = hn_all.data_ptr<S>() + t * BH;
+      const S* __restrict__ hp = hp_all.data_ptr<S>() + t * BH;
+      S* __restrict__ dgit = dgi.data_ptr<S>() + t * 3 * BH;
+      S* __restrict__ dght = dgh.data_ptr<S>() + t * 3 * BH;
+      for (int64_t b = 0; b < B; ++b) {
+        const S* r = rz + b * 2 * H;
+        const S* z = r + H;
+        S* gi_b = dgit + b * 3 * H;
+        S* gh_b = dght + b * 3 * H;
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t i = b * H + j;
+          const S g = d[i] + dout[i];
+          const S n = ns[i];
+          const S dn = g * (S(1) - z[j]) * (S(1) - n * n);
+          const S dz = g * (hp[i] - n) * z[j] * (S(1) - z[j]);
+          const S dr = dn * hns[i] * r[j] * (S(1) - r[j]);
+          gi_b[j] = dr; gi_b[H + j] = dz; gi_b[2 * H + j] = dn;
+          gh_b[j] = dr; gh_b[H + j] = dz; gh_b[2 * H + j] = dn * r[j];
+          dp[i] = g * z[j];
+        }
+      }
+      torch::addmm_out(dhp, dhp, view2d(dght, B, 3 * H, opts), w_hh);  // dhp += dgh_t W_hh   [B,H]
+      const S* kp = has_keep ? keep.data_ptr<S>() + t * B : nullptr;
+      for (int64_t b = 0; b < B; ++b) {
+        const S k = has_keep ? kp[b] : S(1);
+        for (int64_t j = 0; j < H; ++j) d[b * H + j] = k * dp[b * H + j];
+      }
+    }
+  });
+  auto dgh2 = dgh.view({T * B, 3 * H});
+  auto dw = torch::mm(dgh2.t(), hp_all.view({T * B, H}));  // [3H,H]
+  auto db = dgh2.sum(0);
+  return {dgi, dh, dw, db};
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &gru_forward, "fused GRU recurrence forward (CPU)");
+  m.def("backward", &gru_backward, "fused GRU recurrence backward (CPU)");
+}
