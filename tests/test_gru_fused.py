@@ -2,11 +2,12 @@
 import pytest
 import torch
 
+from torchkit.memory import gru_fused
 from torchkit.memory.base import forward_by_steps
 from torchkit.memory.gru_fused import fused_available, fused_gru, gru_backend
 from torchkit.memory.rnn import GRU
 
-pytestmark = pytest.mark.skipif(not fused_available(), reason="the fused GRU kernel does not build here")
+needs_kernel = pytest.mark.skipif(not fused_available(), reason="the fused GRU kernel does not build here")
 
 
 def _step_loop(gru: torch.nn.GRU, x, h0, reset):
@@ -20,6 +21,7 @@ def _step_loop(gru: torch.nn.GRU, x, h0, reset):
     return torch.stack(ys, 1)
 
 
+@needs_kernel
 @pytest.mark.parametrize("with_reset", [False, True])
 def test_fused_gru_matches_step_loop_values_and_all_grads(with_reset):
     torch.manual_seed(0)
@@ -42,6 +44,7 @@ def test_fused_gru_matches_step_loop_values_and_all_grads(with_reset):
         assert torch.allclose(g_got, g_want, rtol=1e-10, atol=1e-12)
 
 
+@needs_kernel
 def test_fused_gru_float32_close_to_nn_gru_and_no_grad_path():
     torch.manual_seed(1)
     gru = torch.nn.GRU(40, 64, batch_first=True)
@@ -52,6 +55,7 @@ def test_fused_gru_float32_close_to_nn_gru_and_no_grad_path():
     assert (got - want).abs().max() < 1e-5
 
 
+@needs_kernel
 def test_gru_layer_backends_agree_and_match_steps():
     torch.manual_seed(2)
     fused, ref = GRU(5, 7, backend="fused").double(), GRU(5, 7, backend="torch").double()
@@ -74,3 +78,22 @@ def test_gru_backend_validation():
         gru_backend("fast", torch.zeros(1))
     assert gru_backend("torch", torch.zeros(1)) == "torch"
     assert gru_backend("auto", torch.zeros(1)) in ("fused", "torch")
+
+
+def test_without_a_compiler_auto_falls_back_to_nn_gru(monkeypatch, caplog):
+    def no_build():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+    monkeypatch.setattr(gru_fused, "_extension", no_build)
+    monkeypatch.delenv("MEMRL_GRU_BACKEND", raising=False)
+    gru_fused.fused_available.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert gru_backend("auto", torch.zeros(1)) == "torch"
+        assert "Ninja is required" in caplog.text
+        with pytest.raises(RuntimeError, match="did not build here"):
+            gru_backend("fused", torch.zeros(1))
+        layer = GRU(3, 4)  # backend auto: still trains, through nn.GRU
+        y, (h,) = layer(torch.randn(2, 5, 3))
+        assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
+    finally:
+        gru_fused.fused_available.cache_clear()
