@@ -28,6 +28,7 @@ _SOURCE = Path(__file__).with_name("csrc") / "gru_cpu.cpp"
 @functools.lru_cache(maxsize=None)
 def _extension():
     from torch.utils.cpp_extension import load
+    log.info("loading the fused CPU GRU kernel (compiled on the first use on a machine, ~1 min)")
     return load(name="memrl_gru_cpu", sources=[str(_SOURCE)], extra_cflags=["-O3"], verbose=False)
 
 

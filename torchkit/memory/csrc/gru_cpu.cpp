@@ -61,9 +61,7 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor h0, torch
         const S k = has_keep ? kp[b] : S(1);
         for (int64_t j = 0; j < H; ++j) hp[b * H + j] = k * hprev[b * H + j];
       }
-      auto hp_v = view2d(hp, B, H, opts);
-      auto gh_v = gh;
-      torch::addmm_out(gh_v, b_hh, hp_v, w_t);  // gh = b_hh + hp W_hhᵀ   [B,3H]
+      torch::addmm_out(gh, b_hh, view2d(hp, B, H, opts), w_t);  // gh = b_hh + hp W_hhᵀ   [B,3H]
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < 2 * H; ++j) rz[b * 2 * H + j] = S(0.5) * (g[b * 3 * H + j] + q[b * 3 * H + j]);
       view2d(rz, B, 2 * H, opts).tanh_();
