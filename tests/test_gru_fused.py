@@ -1,4 +1,6 @@
 """The fused CPU GRU recurrence against nn.GRU stepped one time step at a time (float64)."""
+import os
+
 import pytest
 import torch
 
@@ -97,3 +99,15 @@ def test_without_a_compiler_auto_falls_back_to_nn_gru(monkeypatch, caplog):
         assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
     finally:
         gru_fused.fused_available.cache_clear()
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
+    lock = tmp_path / "lock"
+    lock.touch()
+    gru_fused._clear_stale_lock(tmp_path)  # a build in progress elsewhere: wait for it
+    assert lock.exists()
+    old = lock.stat().st_mtime - 3600
+    os.utime(lock, (old, old))
+    gru_fused._clear_stale_lock(tmp_path)  # left by a killed build: would block every later build
+    assert not lock.exists()
+    gru_fused._clear_stale_lock(tmp_path)  # no lock: nothing to do

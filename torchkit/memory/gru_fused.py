@@ -7,14 +7,16 @@ whole sequence is one autograd node. Same parameters and math as ``nn.GRU`` (gat
 
 The extension is compiled once per machine with torch.utils.cpp_extension (a C++ compiler and
 ``ninja``, a package dependency) and cached under $TORCH_EXTENSIONS_DIR (default
-~/.cache/torch_extensions). ``fused_available()`` says whether that worked; callers fall back to
-``nn.GRU`` when it did not.
+~/.cache/torch_extensions), one folder per Python and torch version. ``fused_available()`` says
+whether that worked; callers fall back to ``nn.GRU`` when it did not.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -25,11 +27,36 @@ log = logging.getLogger(__name__)
 _SOURCE = Path(__file__).with_name("csrc") / "gru_cpu.cpp"
 
 
+def _build_dir() -> Path:
+    """Where the kernel is built and cached: one folder per Python and torch version (a build
+    does not load under another torch)."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
+    tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}".replace("+", "_")
+    path = Path(root) / f"memrl_gru_cpu-{tag}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _clear_stale_lock(build_dir: Path, max_age_s: float = 600.0) -> None:
+    """A build killed hard (SIGKILL, OOM) leaves torch's lock file behind, and every later build
+    would wait on it forever; a build takes ~1 min, so a lock older than ``max_age_s`` is stale."""
+    lock = build_dir / "lock"
+    try:
+        if time.time() - lock.stat().st_mtime > max_age_s:
+            log.warning("removing the stale build lock %s", lock)
+            lock.unlink()
+    except FileNotFoundError:
+        pass
+
+
 @functools.lru_cache(maxsize=None)
 def _extension():
     from torch.utils.cpp_extension import load
     log.info("loading the fused CPU GRU kernel (compiled on the first use on a machine, ~1 min)")
-    return load(name="memrl_gru_cpu", sources=[str(_SOURCE)], extra_cflags=["-O3"], verbose=False)
+    build_dir = _build_dir()
+    _clear_stale_lock(build_dir)
+    return load(name="memrl_gru_cpu", sources=[str(_SOURCE)], extra_cflags=["-O3"],
+                build_directory=str(build_dir), verbose=False)
 
 
 @functools.lru_cache(maxsize=None)
