@@ -12,7 +12,8 @@ h [B,T,H] and M_T, by five methods:
   hadamard    torchkit.memory.scan.hadamard_scan on materialised C, U (the previous SHM path)
   eager       shm_scan(backend="eager")
   compiled    shm_scan(backend="compiled") (compile time reported separately)
-Part 2 builds every layer of conf/model/*.yaml (the paper's sizes) and times forward+backward.
+Part 2 builds every layer of conf/model/*.yaml (the paper's sizes, or --width) and times
+forward+backward; GRU also with backend=torch (nn.GRU) beside its fused CPU kernel.
 
 Time = median of the timed calls after the first call (which is reported apart: it includes any
 compile); "saved" = bytes of the distinct storages that autograd keeps for backward
@@ -166,7 +167,8 @@ def layers_table(args, device):
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    print(f"## Memory layers at conf/model sizes, forward+backward (B={args.B}, T={args.layer_T}, "
+    sizes = f"width {args.width}" if args.width else "conf/model sizes"
+    print(f"## Memory layers at {sizes}, forward+backward (B={args.B}, T={args.layer_T}, "
           f"D={args.D}, {args.clock} time)\n")
     print("| model | params | time | saved MB | first call |")
     print("|---|---|---|---|---|")
@@ -174,6 +176,8 @@ def layers_table(args, device):
         if args.models and path.stem not in args.models:
             continue
         cfg = OmegaConf.create({"model": OmegaConf.load(path)})
+        if args.width:
+            cfg.model.width = args.width
         torch.manual_seed(0)
         layer = instantiate(cfg.model.memory, input_size=args.D).to(device)
         x = torch.randn(args.B, args.layer_T, args.D, device=device, requires_grad=True)
@@ -182,6 +186,8 @@ def layers_table(args, device):
         if path.stem == "shm":  # the SHM paths: the config's (fused, auto) and the alternatives
             variants.update({"shm scan=fused backend=eager": {"backend": "eager"},
                              "shm scan=reference": {"scan": "reference"}})
+        if path.stem == "gru":  # the fused CPU kernel (auto) against nn.GRU
+            variants["gru backend=torch"] = {"backend": "torch"}
         for name, attrs in variants.items():
             for key, value in attrs.items():
                 setattr(layer, key, value)
@@ -204,6 +210,8 @@ def main(argv=None):
     p.add_argument("--max-ref-T", type=int, default=256, help="skip ref_index above this T (O(T²))")
     p.add_argument("--methods", nargs="+", default=list(SHM_METHODS), choices=list(SHM_METHODS))
     p.add_argument("--models", nargs="*", default=None, help="part 2 models (default: all)")
+    p.add_argument("--width", type=int, default=None, help="part 2: model.width for every model "
+                   "(default: each config's, the paper's sizes; 64 = the released code's Wind width)")
     p.add_argument("--no-shm", action="store_true", help="skip part 1")
     p.add_argument("--no-layers", action="store_true", help="skip part 2")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
