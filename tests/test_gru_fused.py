@@ -80,6 +80,9 @@ def test_gru_backend_validation():
         gru_backend("fast", torch.zeros(1))
     assert gru_backend("torch", torch.zeros(1)) == "torch"
     assert gru_backend("auto", torch.zeros(1)) in ("fused", "torch")
+    assert gru_backend("auto", torch.zeros(1, dtype=torch.bfloat16)) == "torch"  # the kernel is fp32/fp64
+    with pytest.raises(ValueError, match="float32/float64 CPU kernel"):
+        gru_backend("fused", torch.zeros(1, dtype=torch.bfloat16))
 
 
 def test_without_a_compiler_auto_falls_back_to_nn_gru(monkeypatch, caplog):

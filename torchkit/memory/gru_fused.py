@@ -76,7 +76,8 @@ GRU_BACKENDS = ("auto", "fused", "torch")
 
 def gru_backend(backend: str, x: Tensor) -> str:
     """Resolve ``backend`` to "fused" or "torch" for inputs like ``x``. auto = fused on CPU when the
-    kernel is available (MEMRL_GRU_BACKEND=fused|torch overrides auto); CUDA keeps cuDNN's GRU."""
+    kernel is available and x is float32/float64 (MEMRL_GRU_BACKEND=fused|torch overrides auto);
+    CUDA keeps cuDNN's GRU."""
     if backend not in GRU_BACKENDS:
         raise ValueError(f"GRU backend must be one of {GRU_BACKENDS}, got {backend!r}")
     if backend == "auto":
@@ -84,10 +85,12 @@ def gru_backend(backend: str, x: Tensor) -> str:
         if forced in ("fused", "torch"):
             backend = forced
         else:
-            return "fused" if x.device.type == "cpu" and fused_available() else "torch"
+            cpu_float = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            return "fused" if cpu_float and fused_available() else "torch"
     if backend == "fused":
-        if x.device.type != "cpu":
-            raise ValueError("GRU backend 'fused' is the CPU kernel; on CUDA use backend=auto or torch")
+        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"GRU backend 'fused' is a float32/float64 CPU kernel, got {x.dtype} on "
+                             f"{x.device.type}; use backend=auto or torch")
         if not fused_available():
             raise RuntimeError("GRU backend 'fused' needs the C++ kernel, which did not build here (a C++ "
                                "compiler and the ninja package are needed); use backend=auto or torch")
