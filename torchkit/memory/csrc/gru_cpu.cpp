@@ -19,7 +19,7 @@
 
 namespace {
 
-// A [rows, cols] tensor over existing memory (no allocation, no dispatcher call).
+// A [rows, cols] tensor over existing memory (no data allocation or copy).
 inline torch::Tensor view2d(void* p, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
   return torch::from_blob(p, {rows, cols}, o);
 }
