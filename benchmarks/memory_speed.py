@@ -5,13 +5,14 @@
     python benchmarks/memory_speed.py --quick              # T=100 only, 2 timed calls (about 1 min)
 
 Part 1 times the SHM recurrence alone, from its factors θ, vc, ev, k, q [B,T,H] and M0 [B,H,H] to
-h [B,T,H] and M_T, by five methods:
+h [B,T,H] and M_T, by six methods:
   ref_index   the original code's style: C, U materialised [B,T,H,H] and indexed C[:, t] in the
               loop (each SelectBackward allocates a zero [B,T,H,H]: O(T²) backward)
   unbind      the same loop over C.unbind(1) (linear backward): the baseline of the ratios
   hadamard    torchkit.memory.scan.hadamard_scan on materialised C, U (the previous SHM path)
   eager       shm_scan(backend="eager")
   compiled    shm_scan(backend="compiled") (compile time reported separately)
+  native      shm_scan(backend="native"): the C++ CPU kernel (CPU only; what SHM runs on CPU)
 Part 2 builds every layer of conf/model/*.yaml (the paper's sizes, or --width) and times
 forward+backward; GRU also with backend=torch (nn.GRU) beside its fused CPU kernel.
 
@@ -77,9 +78,13 @@ def compiled(th, vc, ev, k, q, M0, clamp):
     return shm_scan(th, vc, ev, k, q, M0, clamp=clamp, backend="compiled")
 
 
+def native(th, vc, ev, k, q, M0, clamp):
+    return shm_scan(th, vc, ev, k, q, M0, clamp=clamp, backend="native")
+
+
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 SHM_METHODS = {"ref_index": ref_index, "unbind": unbind, "hadamard": hadamard, "eager": eager,
-               "compiled": compiled}
+               "compiled": compiled, "native": native}
 
 
 # ------------------------------------------------------------------------------ measurement
@@ -143,7 +148,7 @@ def shm_table(args, device):
         inputs = shm_inputs(args.B, T, args.H, device)
         rows = {}
         for name in args.methods:
-            if name == "ref_index" and T > args.max_ref_T:
+            if (name == "ref_index" and T > args.max_ref_T) or (name == "native" and device.type != "cpu"):
                 rows[name] = None
                 continue
             reps = 1 if name == "ref_index" and T > 200 else args.reps
@@ -152,7 +157,8 @@ def shm_table(args, device):
         base = rows.get("unbind")
         for name, r in rows.items():
             if r is None:
-                print(f"| {T} | {name} | skip (T > --max-ref-T {args.max_ref_T}) | | | | |")
+                why = "CPU kernel" if name == "native" else f"T > --max-ref-T {args.max_ref_T}"
+                print(f"| {T} | {name} | skip ({why}) | | | | |")
                 continue
             first, med, saved = r
             rt = f"{base[1] / med:.2f}×" if base else ""
@@ -184,7 +190,8 @@ def layers_table(args, device):
         params = sum(p.numel() for p in layer.parameters())
         variants = {path.stem: {}}
         if path.stem == "shm":  # the SHM paths: the config's (fused, auto) and the alternatives
-            variants.update({"shm scan=fused backend=eager": {"backend": "eager"},
+            variants.update({"shm scan=fused backend=compiled": {"backend": "compiled"},
+                             "shm scan=fused backend=eager": {"backend": "eager"},
                              "shm scan=reference": {"scan": "reference"}})
         if path.stem == "gru":  # the fused CPU kernel (auto) against nn.GRU
             variants["gru backend=torch"] = {"backend": "torch"}

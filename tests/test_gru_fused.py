@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from torchkit.memory import gru_fused
+from torchkit.memory import native
 from torchkit.memory.base import forward_by_steps
 from torchkit.memory.gru_fused import fused_available, fused_gru, gru_backend
 from torchkit.memory.rnn import GRU
@@ -88,9 +88,9 @@ def test_gru_backend_validation():
 def test_without_a_compiler_auto_falls_back_to_nn_gru(monkeypatch, caplog):
     def no_build():
         raise RuntimeError("Ninja is required to load C++ extensions")
-    monkeypatch.setattr(gru_fused, "_extension", no_build)
+    monkeypatch.setattr(native, "extension", no_build)
     monkeypatch.delenv("MEMRL_GRU_BACKEND", raising=False)
-    gru_fused.fused_available.cache_clear()
+    native.available.cache_clear()
     try:
         with caplog.at_level("WARNING"):
             assert gru_backend("auto", torch.zeros(1)) == "torch"
@@ -101,16 +101,16 @@ def test_without_a_compiler_auto_falls_back_to_nn_gru(monkeypatch, caplog):
         y, (h,) = layer(torch.randn(2, 5, 3))
         assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
     finally:
-        gru_fused.fused_available.cache_clear()
+        native.available.cache_clear()
 
 
 def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
     lock = tmp_path / "lock"
     lock.touch()
-    gru_fused._clear_stale_lock(tmp_path)  # a build in progress elsewhere: wait for it
+    native._clear_stale_lock(tmp_path)  # a build in progress elsewhere: wait for it
     assert lock.exists()
     old = lock.stat().st_mtime - 3600
     os.utime(lock, (old, old))
-    gru_fused._clear_stale_lock(tmp_path)  # left by a killed build: would block every later build
+    native._clear_stale_lock(tmp_path)  # left by a killed build: would block every later build
     assert not lock.exists()
-    gru_fused._clear_stale_lock(tmp_path)  # no lock: nothing to do
+    native._clear_stale_lock(tmp_path)  # no lock: nothing to do

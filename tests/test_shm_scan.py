@@ -3,11 +3,13 @@
     C_t = 1 + tanh(θ_t ⊗ vc_t),  U_t = ev_t ⊗ k_t,  M_t = clamp(C_t ⊙ M_{t-1} + U_t),  h_t = M_t q_t
 
 The kernel runs in float32 (the training dtype) and must agree with the float64 oracle to 1e-5
-relative (max |err| / max |ref|) in h, M_T and the gradients of all six inputs.
+relative (max |err| / max |ref|) in h, M_T and the gradients of all six inputs. The accuracy tests
+run both the eager PyTorch kernels and the C++ CPU kernel (backend="native", csrc/shm_cpu.cpp).
 """
 import pytest
 import torch
 
+from torchkit.memory import native
 from torchkit.memory.scan import _shm_gates, compile_works, scan_backend, shm_scan, shm_step
 from torchkit.memory.shm import SHM
 
@@ -70,17 +72,33 @@ def resets(B, T, seed=3):
 
 
 # ----------------------------------------------------------------------------------- accuracy
+needs_native = pytest.mark.skipif(not native.available(), reason="memrl's C++ kernels did not build")
+
+
+@pytest.fixture(params=["eager", pytest.param("native", marks=needs_native)])
+def backend(request):
+    return request.param
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 16])  # T=13: not a multiple of 4; 16 > T
-def test_matches_oracle_init_scale(chunk):
-    compare(make(), backend="eager", chunk=chunk)
+def test_matches_oracle_init_scale(chunk, backend):
+    compare(make(), backend=backend, chunk=chunk)
 
 
-def test_matches_oracle_with_resets_and_random_M0():
+def test_matches_oracle_with_resets_and_random_M0(backend):
     inputs = make(T=21, M0_scale=3.0)
-    compare(inputs, backend="eager", reset=resets(3, 21))
+    compare(inputs, backend=backend, reset=resets(3, 21))
 
 
-def test_exact_zeros_in_C():
+@needs_native
+@pytest.mark.parametrize("H", [8, 24, 29])  # whole packs of 8 floats, and a scalar tail
+def test_native_at_training_sizes(H):
+    inputs = make(B=5, T=45, H=H, M0_scale=2.0)
+    compare(inputs, backend="native", chunk=8, clamp=100.0, reset=resets(5, 45))
+    compare(inputs, backend="native", chunk=8, dtype=f64, tol=1e-12, clamp=1.0, reset=resets(5, 45))
+
+
+def test_exact_zeros_in_C(backend):
     inputs = make(T=17, gate=300.0)  # |θ·vc| up to ~1e3: C = 0 or 2 exactly in many entries
     X = inputs[0][..., :, None] * inputs[1][..., None, :]  # [B,T,H,H]
     C_ref = 1 + torch.tanh(X)
@@ -91,38 +109,38 @@ def test_exact_zeros_in_C():
         C = C.permute(3, 0, 1, 2)  # [B,T,H,H]
         assert (X < below).any() and (C[X < below] == 0).all()
         assert ((C - C_ref.to(dt)).abs() <= 4 * torch.finfo(dt).eps).all()
-    compare(inputs, backend="eager", chunk=4)
-    compare(inputs, backend="eager", chunk=4, dtype=f64, tol=1e-12)
+    compare(inputs, backend=backend, chunk=4)
+    compare(inputs, backend=backend, chunk=4, dtype=f64, tol=1e-12)
 
 
-def test_C_near_2():
+def test_C_near_2(backend):
     inputs = make(T=19, bias=3.0)  # θ·vc ≈ 3 ± 1.5: most C within 1e-2 of 2, M nearly doubles per step
     C = 1 + torch.tanh(inputs[0][..., :, None] * inputs[1][..., None, :])
     assert (C > 1.99).float().mean() > 0.5
-    compare(inputs, backend="eager", chunk=4)
-    compare(inputs, backend="eager", chunk=4, dtype=f64, tol=1e-12)
+    compare(inputs, backend=backend, chunk=4)
+    compare(inputs, backend=backend, chunk=4, dtype=f64, tol=1e-12)
 
 
 @pytest.mark.parametrize("chunk", [3, 8])
-def test_clamp_active(chunk):
+def test_clamp_active(chunk, backend):
     inputs = make(T=29, gate=0.3, bias=0.4, M0_scale=2.0)  # C ≈ 1.4: M grows until the clamp
-    P = compare(inputs, backend="eager", chunk=chunk, clamp=5.0, reset=resets(3, 29))
+    P = compare(inputs, backend=backend, chunk=chunk, clamp=5.0, reset=resets(3, 29))
     over = (P.abs() > 5.0).flatten(2).any(-1)  # [B,T]: steps where the clamp bites
     assert 0 < over.float().mean() < 0.9, over.float().mean()
     # … and C ≈ 2 for 150 steps: the unclamped M would overflow float32 (2^150)
     inputs = make(T=150, bias=3.0)
     assert oracle(*inputs)[1].abs().max() > torch.finfo(torch.float32).max
-    compare(inputs, backend="eager", chunk=chunk, clamp=100.0)
+    compare(inputs, backend=backend, chunk=chunk, clamp=100.0)
 
 
-def test_float64_to_roundoff():
+def test_float64_to_roundoff(backend):
     inputs = make(T=23, gate=3.0, M0_scale=2.0)
-    compare(inputs, backend="eager", chunk=5, dtype=f64, tol=1e-12, clamp=2.0, reset=resets(3, 23))
+    compare(inputs, backend=backend, chunk=5, dtype=f64, tol=1e-12, clamp=2.0, reset=resets(3, 23))
 
 
-def test_shm_step_matches_scan():
+def test_shm_step_matches_scan(backend):
     inputs = [x.float() for x in make(T=6)]
-    h, M = shm_scan(*inputs, clamp=1.0, backend="eager")
+    h, M = shm_scan(*inputs, clamp=1.0, backend=backend)
     M_t = inputs[5]
     for t in range(6):
         ht, M_t = shm_step(*(x[:, t] for x in inputs[:5]), M_t, clamp=1.0)
@@ -130,12 +148,12 @@ def test_shm_step_matches_scan():
     torch.testing.assert_close(M_t, M)
 
 
-def test_saves_no_BTHH_tensor():
+def test_saves_no_BTHH_tensor(backend):
     B, T, H, chunk = 4, 64, 8, 8
     inputs = [x.float().requires_grad_() for x in make(B=B, T=T, H=H)]
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        h, M = shm_scan(*inputs, backend="eager", chunk=chunk)
+        h, M = shm_scan(*inputs, backend=backend, chunk=chunk)
     assert sum(saved) <= 5 * B * T * H + B * H * H * (T // chunk)  # inputs + one state per chunk
     assert max(saved) < B * T * H * H / 4
 
@@ -143,7 +161,37 @@ def test_saves_no_BTHH_tensor():
 def test_bad_backend_raises():
     with pytest.raises(ValueError, match="backend"):
         scan_backend("fast", torch.zeros(1))
+    with pytest.raises(ValueError, match="backend"):
+        scan_backend("native", torch.zeros(1))  # S6's scan has no C++ kernel
     assert scan_backend("auto", torch.zeros(1, dtype=f64)) == "eager"
+    with pytest.raises(ValueError, match="float32/float64 CPU kernel"):
+        scan_backend("native", torch.zeros(1, dtype=torch.bfloat16), native=True)
+    with pytest.raises(ValueError, match="backend"):
+        SHM(4, 8, mem_size=3, backend="fast")
+
+
+@needs_native
+def test_auto_is_native_on_cpu_and_falls_back_without_a_compiler(monkeypatch, caplog):
+    assert scan_backend("auto", torch.zeros(1), native=True) == "native"
+    assert scan_backend("auto", torch.zeros(1, dtype=torch.bfloat16), native=True) != "native"
+
+    def no_build():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+    monkeypatch.setattr(native, "extension", no_build)
+    monkeypatch.setenv("MEMRL_SCAN_BACKEND", "eager")  # the fallback without a compile
+    native.available.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert scan_backend("auto", torch.zeros(1), native=True) == "eager"
+        assert "Ninja is required" in caplog.text
+        with pytest.raises(RuntimeError, match="did not build here"):
+            scan_backend("native", torch.zeros(1), native=True)
+        layer = SHM(3, 8, mem_size=4)  # backend auto: still trains, through the PyTorch kernels
+        y, (M,) = layer(torch.randn(2, 5, 3))
+        y.sum().backward()
+        assert y.shape == (2, 5, 8) and M.shape == (2, 4, 4)
+    finally:
+        native.available.cache_clear()
 
 
 # ----------------------------------------------------------------------------------- compiled

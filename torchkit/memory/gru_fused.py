@@ -5,70 +5,27 @@ step, which dominates at the reference's sizes (B=64, T=100, H=64-128). The fuse
 time in C++ with one matrix product per step each way (MKL) and plain loops for the gates, so a
 whole sequence is one autograd node. Same parameters and math as ``nn.GRU`` (gate order r, z, n).
 
-The extension is compiled once per machine with torch.utils.cpp_extension (a C++ compiler and
-``ninja``, a package dependency) and cached under $TORCH_EXTENSIONS_DIR (default
-~/.cache/torch_extensions), one folder per Python and torch version. ``fused_available()`` says
-whether that worked; callers fall back to ``nn.GRU`` when it did not.
+The kernel is part of memrl's C++ extension (``native``: compiled once per machine and cached);
+``fused_available()`` says whether that worked; callers fall back to ``nn.GRU`` when it did not.
 """
 from __future__ import annotations
 
-import functools
-import logging
 import os
-import sys
-import time
-from pathlib import Path
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-log = logging.getLogger(__name__)
-_SOURCE = Path(__file__).with_name("csrc") / "gru_cpu.cpp"
+from . import native
 
 
-def _build_dir() -> Path:
-    """Where the kernel is built and cached: one folder per Python and torch version (a build
-    does not load under another torch)."""
-    root = os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions"
-    tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}".replace("+", "_")
-    path = Path(root) / f"memrl_gru_cpu-{tag}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _clear_stale_lock(build_dir: Path, max_age_s: float = 600.0) -> None:
-    """A build killed hard (SIGKILL, OOM) leaves torch's lock file behind, and every later build
-    would wait on it forever; a build takes ~1 min, so a lock older than ``max_age_s`` is stale."""
-    lock = build_dir / "lock"
-    try:
-        if time.time() - lock.stat().st_mtime > max_age_s:
-            log.warning("removing the stale build lock %s", lock)
-            lock.unlink()
-    except FileNotFoundError:
-        pass
-
-
-@functools.lru_cache(maxsize=None)
-def _extension():
-    from torch.utils.cpp_extension import load
-    log.info("loading the fused CPU GRU kernel (compiled on the first use on a machine, ~1 min)")
-    build_dir = _build_dir()
-    _clear_stale_lock(build_dir)
-    return load(name="memrl_gru_cpu", sources=[str(_SOURCE)], extra_cflags=["-O3"],
-                build_directory=str(build_dir), verbose=False)
-
-
-@functools.lru_cache(maxsize=None)
 def fused_available() -> bool:
-    """Whether the C++ kernel builds (or is cached) and loads here; logs why not, once."""
-    try:
-        _extension()
-        return True
-    except Exception as e:  # no compiler / ninja / headers
-        log.warning("fused CPU GRU kernel unavailable (%s: %s); GRU uses torch.nn.GRU",
-                    type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-        return False
+    """Whether the C++ kernels build (or are cached) and load here (``native.available``)."""
+    return native.available()
+
+
+def _extension():
+    return native.extension()
 
 
 GRU_BACKENDS = ("auto", "fused", "torch")
@@ -103,7 +60,7 @@ class _FusedGRU(torch.autograd.Function):
         """gi [T,B,3H] = W_ih x + b_ih, h0 [B,H], keep [T,B] (0 before a new episode) or empty."""
         ext = _extension()
         save = any(ctx.needs_input_grad)
-        out = ext.forward(gi, h0, w_hh, b_hh, keep, save)
+        out = ext.gru_forward(gi, h0, w_hh, b_hh, keep, save)
         if save:
             ctx.save_for_backward(w_hh, keep, *out[1:])  # gates rz, n, gh_n and masked states hp
         return out[0]
@@ -111,7 +68,7 @@ class _FusedGRU(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dhs):
-        dgi, dh0, dw, db = _extension().backward(dhs, *ctx.saved_tensors)
+        dgi, dh0, dw, db = _extension().gru_backward(dhs, *ctx.saved_tensors)
         return dgi, dh0, dw, db, None
 
 

@@ -13,6 +13,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import native as _native
+
 
 def hadamard_scan_steps(C: Tensor, U: Tensor, M0: Optional[Tensor] = None,
                         clamp: Optional[float] = None) -> Tensor:
@@ -212,19 +214,34 @@ def compile_works(device_type: str) -> bool:
         return False
 
 
-BACKENDS = ("eager", "compiled", "auto")
+BACKENDS = ("eager", "compiled", "auto")       # S6's scan
+SHM_BACKENDS = ("native", *BACKENDS)             # SHM's: also the C++ CPU kernel (csrc/shm_cpu.cpp)
 
 
-def scan_backend(backend: str, x: Tensor) -> str:
-    """Resolve ``backend`` to "eager" or "compiled" for inputs like ``x``.
+def scan_backend(backend: str, x: Tensor, native: bool = False) -> str:
+    """Resolve ``backend`` to "native", "eager" or "compiled" for inputs like ``x``.
 
-    auto = compiled when torch.compile works on x's device, except for float64 (the dtype of
-    checks, where a compile per test shape costs more than it saves) and inside an outer compile.
-    The environment variable MEMRL_SCAN_BACKEND=eager|compiled overrides auto (e.g. in tests, to
-    skip the one-time compile of 10–60 s). Used by the SHM and S6 scans."""
-    if backend not in BACKENDS:
-        raise ValueError(f"scan backend must be one of {BACKENDS}, got {backend!r}")
+    ``native`` (the SHM scan): the C++ CPU kernel is a choice. auto = native for float32/float64 on
+    CPU where it builds; otherwise compiled when torch.compile works on x's device, except for
+    float64 (the dtype of checks, where a compile per test shape costs more than it saves) and
+    inside an outer compile. Where the native kernel does not apply, the environment variable
+    MEMRL_SCAN_BACKEND=eager|compiled overrides auto (e.g. in tests, to skip the one-time compile
+    of 10–60 s). Used by the SHM and S6 scans."""
+    valid = SHM_BACKENDS if native else BACKENDS
+    if backend not in valid:
+        raise ValueError(f"scan backend must be one of {valid}, got {backend!r}")
+    cpu_float = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if backend == "native":
+        if not cpu_float:
+            raise ValueError(f"scan backend 'native' is a float32/float64 CPU kernel, got {x.dtype} on "
+                             f"{x.device.type}; use backend=auto, compiled or eager")
+        if not _native.available():
+            raise RuntimeError("scan backend 'native' needs memrl's C++ kernels, which did not build here (a "
+                               "C++ compiler and the ninja package are needed); use backend=auto or eager")
+        return backend
     if backend == "auto":
+        if native and cpu_float and not torch.compiler.is_compiling() and _native.available():
+            return "native"
         forced = os.environ.get("MEMRL_SCAN_BACKEND", "auto")
         if forced in ("eager", "compiled"):
             return forced
@@ -232,6 +249,30 @@ def scan_backend(backend: str, x: Tensor) -> str:
             return "eager"
         return "compiled" if compile_works(x.device.type) else "eager"
     return backend
+
+
+class _NativeSHMScan(torch.autograd.Function):
+    """shm_scan through the C++ kernel: forward saves the inputs and one state per chunk, backward
+    recomputes each chunk's states (csrc/shm_cpu.cpp)."""
+
+    @staticmethod
+    def forward(ctx, th, vc, ev, k, q, M0, keep, clamp, chunk):
+        xs = [x.contiguous() for x in (th, vc, ev, k, q)]                   # [B,T,H]
+        keep = th.new_empty(0) if keep is None else keep.contiguous()       # [B,T]
+        c = -1.0 if clamp is None else float(clamp)                         # <= 0: no clamp
+        save = any(ctx.needs_input_grad)
+        h, M, starts = _native.extension().shm_forward(*xs, keep, M0.detach().contiguous(), c, chunk, save)
+        if save:
+            ctx.save_for_backward(*xs, keep, starts)                        # starts [B,n,H,H]
+            ctx.clamp, ctx.chunk = c, chunk
+        return h, M
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dh, dM):
+        *xs, keep, starts = ctx.saved_tensors
+        grads = _native.extension().shm_backward(*xs, keep, starts, dh, dM, ctx.clamp, ctx.chunk)
+        return (*grads, None, None, None)
 
 
 class _SHMScan(torch.autograd.Function):
@@ -287,12 +328,15 @@ def shm_scan(theta: Tensor, vc: Tensor, ev: Tensor, k: Tensor, q: Tensor, M0: Te
 
     M_t = clamp(C_t ⊙ M_{t-1} + U_t), C_t = 1 + tanh(θ_t ⊗ vc_t), U_t = ev_t ⊗ k_t, from
     theta, vc, ev, k, q [B,T,H] and M0 [B,H,H]; reset [B,T] bool zeroes the state before step t.
-    backend: eager | compiled | auto (``scan_backend``). chunk: steps per kernel call and between
-    saved states (default 8). Saved for backward: 5·B·T·H + B·H²·⌈T/chunk⌉ numbers.
+    backend: native | eager | compiled | auto (``scan_backend``). chunk: steps between saved states
+    (and per kernel call, eager/compiled; default 8). Saved for backward: 5·B·T·H + B·H²·⌈T/chunk⌉
+    numbers.
     """
-    compiled = scan_backend(backend, theta) == "compiled"
+    which = scan_backend(backend, theta, native=True)
     keep = None if reset is None else (~reset).to(theta.dtype)
-    return _SHMScan.apply(theta, vc, ev, k, q, M0, keep, clamp, chunk or 8, compiled)
+    if which == "native":
+        return _NativeSHMScan.apply(theta, vc, ev, k, q, M0, keep, clamp, chunk or 8)
+    return _SHMScan.apply(theta, vc, ev, k, q, M0, keep, clamp, chunk or 8, which == "compiled")
 
 
 def shm_step(theta: Tensor, vc: Tensor, ev: Tensor, k: Tensor, q: Tensor, M: Tensor,

@@ -8,7 +8,7 @@
     y_t = W_o (M_t q_t + W_s x̂_t + b_s) + b_o
 
 scan: fused = ``shm_scan`` on the factors θ, v_c, η v, k, q (never builds [B,T,H,H]; backend
-eager | compiled | auto) | reference = C, U materialised and ``hadamard_scan`` (the test oracle).
+native (C++ CPU kernel) | eager | compiled | auto) | reference = C, U materialised and ``hadamard_scan`` (the test oracle).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Memory, State
-from .scan import BACKENDS, hadamard_scan, shm_scan, shm_step
+from .scan import SHM_BACKENDS, hadamard_scan, shm_scan, shm_step
 from .util import check_positive_ints, sumnorm_relu
 
 
@@ -39,8 +39,8 @@ class SHM(Memory):
             raise ValueError(f"SHM: clamp must be positive or null (no clamp), got {clamp!r}")
         if scan not in ("fused", "reference"):
             raise ValueError(f"SHM: scan must be 'fused' or 'reference', got {scan!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"SHM: backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in SHM_BACKENDS:
+            raise ValueError(f"SHM: backend must be one of {SHM_BACKENDS}, got {backend!r}")
         self.input_size, self.output_size, self.mem_size = input_size, output_size, mem_size
         self.theta_sampling, self.clamp = theta_sampling, None if clamp is None else float(clamp)
         self.scan, self.backend = scan, backend

@@ -13,21 +13,24 @@
 //   dhp = g z + dgh W_hh,  dh_{t-1} = keep_t dhp;  dW_hh = Σ_t dgh_tᵀ hp_t,  db_hh = Σ_t dgh_t
 // Per step, the matrix product goes through ATen (MKL) and tanh through ATen's vectorised tanh_
 // (σ(x) = (1 + tanh(x/2)) / 2); everything else is plain loops over [B,H].
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 
 #include <vector>
 
+namespace memrl {
 namespace {
 
 // A [rows, cols] tensor over existing memory (no data allocation or copy).
-inline torch::Tensor view2d(void* p, int64_t rows, int64_t cols, const torch::TensorOptions& o) {
-  return torch::from_blob(p, {rows, cols}, o);
+inline at::Tensor view2d(void* p, int64_t rows, int64_t cols, const at::TensorOptions& o) {
+  return at::from_blob(p, {rows, cols}, o);
 }
+
+}  // namespace
 
 // Forward over [T,B,3H] input projections. Returns hs [T,B,H] and, when save is set, the gates
 // rz [T,B,2H] (r then z), n [T,B,H], gh_n [T,B,H] and hp [T,B,H] for the backward.
-std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor h0, torch::Tensor w_hh,
-                                       torch::Tensor b_hh, torch::Tensor keep, bool save) {
+std::vector<at::Tensor> gru_forward(at::Tensor gi, at::Tensor h0, at::Tensor w_hh,
+                                       at::Tensor b_hh, at::Tensor keep, bool save) {
   TORCH_CHECK(gi.device().is_cpu(), "gru_cpu: tensors must be on the CPU");
   TORCH_CHECK(gi.dim() == 3 && gi.is_contiguous(), "gru_cpu: gi must be contiguous [T,B,3H]");
   const int64_t T = gi.size(0), B = gi.size(1), H = h0.size(1), BH = B * H;
@@ -36,13 +39,13 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor h0, torch
   const bool has_keep = keep.numel() > 0;
   auto opts = gi.options();
   h0 = h0.contiguous();
-  auto hs = torch::empty({T, B, H}, opts);
+  auto hs = at::empty({T, B, H}, opts);
   const int64_t Ts = save ? T : 1;  // without save, one step's buffers are reused
-  auto rz_all = torch::empty({Ts, B, 2 * H}, opts);
-  auto n_all = torch::empty({Ts, B, H}, opts);
-  auto hn_all = torch::empty({Ts, B, H}, opts);
-  auto hp_all = torch::empty({Ts, B, H}, opts);
-  auto gh = torch::empty({B, 3 * H}, opts);
+  auto rz_all = at::empty({Ts, B, 2 * H}, opts);
+  auto n_all = at::empty({Ts, B, H}, opts);
+  auto hn_all = at::empty({Ts, B, H}, opts);
+  auto hp_all = at::empty({Ts, B, H}, opts);
+  auto gh = at::empty({B, 3 * H}, opts);
   auto w_t = w_hh.t();
   AT_DISPATCH_FLOATING_TYPES(gi.scalar_type(), "gru_forward", [&] {
     using S = scalar_t;
@@ -61,7 +64,7 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor h0, torch
         const S k = has_keep ? kp[b] : S(1);
         for (int64_t j = 0; j < H; ++j) hp[b * H + j] = k * hprev[b * H + j];
       }
-      torch::addmm_out(gh, b_hh, view2d(hp, B, H, opts), w_t);  // gh = b_hh + hp W_hhᵀ   [B,3H]
+      at::addmm_out(gh, b_hh, view2d(hp, B, H, opts), w_t);  // gh = b_hh + hp W_hhᵀ   [B,3H]
       for (int64_t b = 0; b < B; ++b)
         for (int64_t j = 0; j < 2 * H; ++j) rz[b * 2 * H + j] = S(0.5) * (g[b * 3 * H + j] + q[b * 3 * H + j]);
       view2d(rz, B, 2 * H, opts).tanh_();
@@ -88,18 +91,18 @@ std::vector<torch::Tensor> gru_forward(torch::Tensor gi, torch::Tensor h0, torch
 
 // Backward. dhs [T,B,H]: gradient of every output (the final state is hs[T-1], so its gradient
 // arrives through dhs). Returns dgi [T,B,3H], dh0 [B,H], dW_hh [3H,H], db_hh [3H].
-std::vector<torch::Tensor> gru_backward(torch::Tensor dhs, torch::Tensor w_hh, torch::Tensor keep,
-                                        torch::Tensor rz_all, torch::Tensor n_all, torch::Tensor hn_all,
-                                        torch::Tensor hp_all) {
+std::vector<at::Tensor> gru_backward(at::Tensor dhs, at::Tensor w_hh, at::Tensor keep,
+                                        at::Tensor rz_all, at::Tensor n_all, at::Tensor hn_all,
+                                        at::Tensor hp_all) {
   const int64_t T = n_all.size(0), B = n_all.size(1), H = n_all.size(2), BH = B * H;
   const bool has_keep = keep.numel() > 0;
   auto opts = n_all.options();
   dhs = dhs.contiguous();
   w_hh = w_hh.contiguous();
-  auto dgi = torch::empty({T, B, 3 * H}, opts);
-  auto dgh = torch::empty({T, B, 3 * H}, opts);
-  auto dh = torch::zeros({B, H}, opts);   // gradient reaching h_t from later steps
-  auto dhp = torch::empty({B, H}, opts);
+  auto dgi = at::empty({T, B, 3 * H}, opts);
+  auto dgh = at::empty({T, B, 3 * H}, opts);
+  auto dh = at::zeros({B, H}, opts);   // gradient reaching h_t from later steps
+  auto dhp = at::empty({B, H}, opts);
   AT_DISPATCH_FLOATING_TYPES(n_all.scalar_type(), "gru_backward", [&] {
     using S = scalar_t;
     S* __restrict__ d = dh.data_ptr<S>();
@@ -129,7 +132,7 @@ std::vector<torch::Tensor> gru_backward(torch::Tensor dhs, torch::Tensor w_hh, t
           dp[i] = g * z[j];
         }
       }
-      torch::addmm_out(dhp, dhp, view2d(dght, B, 3 * H, opts), w_hh);  // dhp += dgh_t W_hh   [B,H]
+      at::addmm_out(dhp, dhp, view2d(dght, B, 3 * H, opts), w_hh);  // dhp += dgh_t W_hh   [B,H]
       const S* kp = has_keep ? keep.data_ptr<S>() + t * B : nullptr;
       for (int64_t b = 0; b < B; ++b) {
         const S k = has_keep ? kp[b] : S(1);
@@ -138,14 +141,9 @@ std::vector<torch::Tensor> gru_backward(torch::Tensor dhs, torch::Tensor w_hh, t
     }
   });
   auto dgh2 = dgh.view({T * B, 3 * H});
-  auto dw = torch::mm(dgh2.t(), hp_all.view({T * B, H}));  // [3H,H]
+  auto dw = at::mm(dgh2.t(), hp_all.view({T * B, H}));  // [3H,H]
   auto db = dgh2.sum(0);
   return {dgi, dh, dw, db};
 }
 
-}  // namespace
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &gru_forward, "fused GRU recurrence forward (CPU)");
-  m.def("backward", &gru_backward, "fused GRU recurrence backward (CPU)");
-}
+}  // namespace memrl

@@ -1,0 +1,23 @@
+// Python bindings of memrl's CPU kernels (one extension module, built by torchkit/memory/native.py).
+#include <torch/extension.h>
+
+#include <vector>
+
+namespace memrl {
+std::vector<at::Tensor> gru_forward(at::Tensor gi, at::Tensor h0, at::Tensor w_hh, at::Tensor b_hh, at::Tensor keep,
+                                    bool save);
+std::vector<at::Tensor> gru_backward(at::Tensor dhs, at::Tensor w_hh, at::Tensor keep, at::Tensor rz_all,
+                                     at::Tensor n_all, at::Tensor hn_all, at::Tensor hp_all);
+std::vector<at::Tensor> shm_forward(at::Tensor th, at::Tensor vc, at::Tensor ev, at::Tensor k, at::Tensor q,
+                                    at::Tensor keep, at::Tensor M0, double clamp, int64_t chunk, bool save);
+std::vector<at::Tensor> shm_backward(at::Tensor th, at::Tensor vc, at::Tensor ev, at::Tensor k, at::Tensor q,
+                                     at::Tensor keep, at::Tensor starts, at::Tensor dh, at::Tensor dMT,
+                                     double clamp, int64_t chunk);
+}  // namespace memrl
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("gru_forward", &memrl::gru_forward, "fused GRU recurrence forward (CPU)");
+  m.def("gru_backward", &memrl::gru_backward, "fused GRU recurrence backward (CPU)");
+  m.def("shm_forward", &memrl::shm_forward, "fused SHM recurrence forward (CPU)");
+  m.def("shm_backward", &memrl::shm_backward, "fused SHM recurrence backward (CPU)");
+}

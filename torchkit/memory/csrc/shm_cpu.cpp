@@ -1,0 +1,310 @@
+// Fused SHM recurrence for CPU (see torchkit/memory/scan.py for the equations):
+//
+//   C_t = keep_t (1 + tanh(θ_t ⊗ vc_t)),  P_t = C_t ⊙ M_{t-1} + ev_t ⊗ k_t,  M_t = clamp(P_t),  h_t = M_t q_t
+//
+// Every batch row is independent: its H×H state stays in L1 while the loop runs over time, and the
+// rows are spread over ATen's threads. The forward saves the state every `chunk` steps; the
+// backward recomputes a chunk's states from its saved start, then runs the adjoint backwards:
+//
+//   G = D + dh_t ⊗ q_t  (dL/dM_t),  dq_t = M_tᵀ dh_t,  g = mask_t ⊙ G  (dL/dP_t),
+//   dev_t = g k_t,  dk_t = gᵀ ev_t,  dX = g ⊙ M_{t-1} ⊙ keep_t tanh'(X),  dθ_t = dX vc_t,
+//   dvc_t = dXᵀ θ_t,  D ← C_t ⊙ g  (dL/dM_{t-1}),  and dM_0 = D at the end.
+//
+// 1 + tanh(x) = 2σ(2x) and tanh'(x) come from e = exp(−2|x|) ∈ (0, 1]: no cancellation near C = 0
+// or C = 2, and exact zeros where e underflows. In float32, exp is a polynomial written in plain
+// arithmetic on packs of 8 floats (vector extensions), so the inner loops vectorise.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+namespace memrl {
+namespace {
+
+// The inner loops run over a row of H entries in packs of W floats (GCC/Clang vector extensions,
+// W = 8: one AVX2 register, or two SSE ones) plus a scalar tail; every helper below works on a
+// pack V or a scalar S alike, so each loop body is written once (a template lambda over V).
+constexpr int64_t W = 8;
+typedef float f8 __attribute__((vector_size(W * sizeof(float))));
+typedef int32_t i8 __attribute__((vector_size(W * sizeof(int32_t))));
+
+template <typename V> struct Lanes { using S = V; using I = int32_t; };
+template <> struct Lanes<f8> { using S = float; using I = i8; };
+
+template <typename V> inline V load(const typename Lanes<V>::S* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V> inline void store(typename Lanes<V>::S* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+// A running sum fed packs and scalars: packs accumulate lane-wise, summed across lanes once.
+template <typename S> struct Sum {
+  f8 pack{};
+  S tail = 0;
+  template <typename V> void add(V v) {
+    if constexpr (std::is_same_v<V, f8>) pack += v; else tail += v;
+  }
+  S value() const {
+    S s = tail;
+    if constexpr (std::is_same_v<S, float>)
+      for (int64_t l = 0; l < W; ++l) s += pack[l];
+    return s;
+  }
+};
+
+// exp(y) for y <= 0 in float: y = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness),
+// exp(r) by the polynomial of Cephes' expf (relative error ~1e-7) evaluated in Estrin's scheme,
+// times 2^n from the exponent bits. n = round(y / ln2) by adding and subtracting 1.5·2^23, whose
+// low mantissa bits then hold n as an integer. Short dependency chains matter here: the loops
+// are latency-bound. Below y = -87 the result stays ~1e-38 instead of going denormal: C and tanh'
+// are exactly 0 or 2 there either way.
+template <typename V> inline V exp_nonpositive(V y) {
+  using I = typename Lanes<V>::I;
+  constexpr float magic = 12582912.0f;  // 1.5·2^23
+  y = y < -87.0f ? V{} - 87.0f : y;
+  const V s = y * 1.44269504088896341f + magic;
+  const V n = s - magic;
+  const V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
+  const V r2 = r * r, r4 = r2 * r2;
+  const V p = (5.0000001201e-1f + 1.6666665459e-1f * r) + r2 * (4.1665795894e-2f + 8.3334519073e-3f * r) +
+              r4 * (1.3981999507e-3f + 1.9875691500e-4f * r);
+  I bits;
+  if constexpr (std::is_same_v<V, float>) {
+    float m = magic;
+    int32_t sb, mb;
+    std::memcpy(&sb, &s, 4);
+    std::memcpy(&mb, &m, 4);
+    bits = (sb - mb + 127) << 23;
+  } else {
+    bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + magic) + 127) << 23;
+  }
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(V));
+  return (r2 * p + r + 1.0f) * scale;
+}
+template <> inline double exp_nonpositive<double>(double y) { return std::exp(y); }
+
+// C = 1 + tanh(x) = 2σ(2x) and (with dC) tanh'(x) = 1 - tanh(x)², from e = exp(-2|x|).
+template <typename V> inline V gate(V x, V* dC = nullptr) {
+  const V e = exp_nonpositive(-2 * (x < 0 ? -x : x));
+  const V r = 1 / (1 + e);
+  if (dC) *dC = 4 * e * r * r;
+  return 2 * (x >= 0 ? r : e * r);
+}
+
+template <typename V, typename S> inline V clamp_to(V p, S c) {
+  p = p < -c ? V{} - c : p;
+  return p > c ? V{} + c : p;
+}
+
+// Runs body.template operator()<V>(j) over j = 0..H-1: packs of W floats, then scalars. double
+// runs scalar (it is the dtype of checks, not of training).
+template <typename S, typename F> inline void for_row(int64_t H, F&& body) {
+  int64_t j = 0;
+  if constexpr (std::is_same_v<S, float>)
+    for (; j + W <= H; j += W) body.template operator()<f8>(j);
+  for (; j < H; ++j) body.template operator()<S>(j);
+}
+
+// Pointers to one batch row's [T,H] inputs.
+template <typename S>
+struct Row {
+  const S *th, *vc, *ev, *k, *q, *keep;  // keep: [T] or nullptr
+};
+
+// Gates of one step for one batch row: C = keep (1 + tanh X) and, with DERIV, dC = keep tanh'(X)
+// for X = θ ⊗ vc, each [H·H]. A pass of its own, apart from the state update: these rows are
+// independent, so the out-of-order core overlaps their long exp → divide chains.
+template <typename S, bool DERIV>
+inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {
+  const S *th = x.th + t * H, *vc = x.vc + t * H;
+  const S kp = x.keep ? x.keep[t] : S(1);
+  for (int64_t i = 0; i < H; ++i) {
+    const S a = th[i];
+    for_row<S>(H, [&]<typename V>(int64_t j) {
+      V d;
+      const V c = gate(a * load<V>(vc + j), DERIV ? &d : nullptr);
+      store<V>(C + i * H + j, kp * c);
+      if constexpr (DERIV) store<V>(dC + i * H + j, kp * d);
+    });
+  }
+}
+
+// One step for one batch row, given its gates C: M (H×H) <- clamp(C ⊙ M + ev ⊗ k); h = M q (when h
+// is given). With MASK, mask (H×H) gets 1 where |P| <= clamp (where the clamp passes gradient, as
+// torch.clamp). CLAMP and MASK are template flags: the inner loop has no branches.
+template <typename S, bool CLAMP, bool MASK>
+inline void step(const Row<S>& x, int64_t t, int64_t H, S clamp, const S* C, const S* M_in, S* M_out, S* h,
+                 S* mask) {
+  const S *ev = x.ev + t * H, *k = x.k + t * H, *q = x.q + t * H;
+  for (int64_t i = 0; i < H; ++i) {
+    const S e = ev[i];
+    const S *mi = M_in + i * H, *ci = C + i * H;
+    S* mo = M_out + i * H;
+    Sum<S> acc;
+    for_row<S>(H, [&]<typename V>(int64_t j) {
+      V p = load<V>(ci + j) * load<V>(mi + j) + e * load<V>(k + j);
+      if constexpr (MASK) store<V>(mask + i * H + j, (p < 0 ? -p : p) <= clamp ? V{} + 1 : V{});
+      if constexpr (CLAMP) p = clamp_to(p, clamp);
+      store<V>(mo + j, p);
+      acc.add(p * load<V>(q + j));
+    });
+    if (h) h[i] = acc.value();
+  }
+}
+
+// Pointers to one batch row's [T,H] input gradients.
+template <typename S>
+struct Grads {
+  S *th, *vc, *ev, *k, *q;
+};
+
+// One batch row's backward. starts [n,H,H]: the saved chunk states; D [H,H]: dL/dM_T in, dL/dM_0
+// out. Scratch for a chunk: its recomputed states Ms [(chunk+1)·H·H], and per step its gates
+// Cs, dCs and clamp masks [chunk·H·H].
+template <typename S, bool CLAMP>
+void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* starts, S* __restrict__ D, int64_t T,
+                  int64_t H, int64_t chunk, S clamp, S* Ms, S* Cs, S* dCs, S* masks) {
+  const int64_t HH = H * H, n = (T + chunk - 1) / chunk;
+  for (int64_t ci = n - 1; ci >= 0; --ci) {
+    const int64_t a = ci * chunk, L = std::min(chunk, T - a);
+    std::memcpy(Ms, starts + ci * HH, HH * sizeof(S));
+    for (int64_t s = 0; s < L; ++s) {  // recompute the gates, M_a..M_{a+L} and the clamp masks
+      gates<S, true>(x, a + s, H, Cs + s * HH, dCs + s * HH);
+      step<S, CLAMP, CLAMP>(x, a + s, H, clamp, Cs + s * HH, Ms + s * HH, Ms + (s + 1) * HH, nullptr,
+                            masks + s * HH);
+    }
+    for (int64_t s = L - 1; s >= 0; --s) {
+      const int64_t t = a + s;
+      const S* Mt = Ms + (s + 1) * HH;
+      const S* Mp = Ms + s * HH;
+      const S* mask = masks + s * HH;
+      const S* Ct = Cs + s * HH;
+      const S* dCt = dCs + s * HH;
+      const S *tht = x.th + t * H, *vct = x.vc + t * H, *evt = x.ev + t * H, *kt = x.k + t * H,
+              *qt = x.q + t * H, *dht = dh + t * H;
+      S *dqt = d.q + t * H, *dkt = d.k + t * H, *dvct = d.vc + t * H;
+      std::fill(dqt, dqt + H, S(0));
+      std::fill(dkt, dkt + H, S(0));
+      std::fill(dvct, dvct + H, S(0));
+      for (int64_t i = 0; i < H; ++i) {
+        const S th_i = tht[i], ev_i = evt[i], dh_i = dht[i];
+        const S *ci = Ct + i * H, *dci = dCt + i * H;
+        S* Di = D + i * H;
+        const S* mt = Mt + i * H;
+        const S* mp = Mp + i * H;
+        Sum<S> dev_i, dth_i;
+        for_row<S>(H, [&]<typename V>(int64_t j) {
+          V gr = load<V>(Di + j) + dh_i * load<V>(qt + j);           // dL/dM_t
+          store<V>(dqt + j, load<V>(dqt + j) + load<V>(mt + j) * dh_i);
+          if constexpr (CLAMP) gr = gr * load<V>(mask + i * H + j);  // dL/dP_t
+          dev_i.add(gr * load<V>(kt + j));
+          store<V>(dkt + j, load<V>(dkt + j) + gr * ev_i);
+          const V dX = gr * load<V>(mp + j) * load<V>(dci + j);       // dL/dX (dC holds keep)
+          dth_i.add(dX * load<V>(vct + j));
+          store<V>(dvct + j, load<V>(dvct + j) + dX * th_i);
+          store<V>(Di + j, load<V>(ci + j) * gr);                     // dL/dM_{t-1}
+        });
+        d.ev[t * H + i] = dev_i.value();
+        d.th[t * H + i] = dth_i.value();
+      }
+    }
+  }
+}
+
+// One batch row's forward: M [H,H] holds M_0 in and M_T out; h [T,H]; starts [n,H,H] or nullptr;
+// other and C [H,H]: scratch.
+template <typename S, bool CLAMP>
+void forward_row(const Row<S>& x, S* M, S* other, S* C, S* h, S* starts, int64_t T, int64_t H, int64_t chunk,
+                 S clamp) {
+  const int64_t HH = H * H;
+  S* out = M;
+  S* cur = M;
+  S* next = other;  // the state ping-pongs between M and `other`
+  for (int64_t t = 0; t < T; ++t) {
+    if (starts && t % chunk == 0) std::memcpy(starts + (t / chunk) * HH, cur, HH * sizeof(S));
+    gates<S, false>(x, t, H, C, nullptr);
+    step<S, CLAMP, false>(x, t, H, clamp, C, cur, next, h + t * H, nullptr);
+    std::swap(cur, next);
+  }
+  if (cur != out) std::memcpy(out, cur, HH * sizeof(S));
+}
+
+}  // namespace
+
+// th, vc, ev, k, q [B,T,H], keep [B,T] or empty, M0 [B,H,H]. Returns h [B,T,H], M_T [B,H,H] and,
+// when save is set, the states entering every chunk, starts [B,n,H,H] (n = ceil(T / chunk)).
+std::vector<at::Tensor> shm_forward(at::Tensor th, at::Tensor vc, at::Tensor ev, at::Tensor k, at::Tensor q,
+                                    at::Tensor keep, at::Tensor M0, double clamp, int64_t chunk, bool save) {
+  TORCH_CHECK(th.device().is_cpu(), "shm_cpu: tensors must be on the CPU");
+  TORCH_CHECK(th.dim() == 3, "shm_cpu: inputs must be [B,T,H]");
+  TORCH_CHECK(chunk >= 1, "shm_cpu: chunk must be >= 1");
+  const int64_t B = th.size(0), T = th.size(1), H = th.size(2), HH = H * H;
+  const int64_t n = T > 0 ? (T + chunk - 1) / chunk : 0;
+  const bool has_keep = keep.numel() > 0, has_clamp = clamp > 0;
+  auto h = at::empty({B, T, H}, th.options());
+  auto MT = M0.contiguous().clone();
+  auto starts = at::empty({save ? B : 0, n, H, H}, th.options());
+  AT_DISPATCH_FLOATING_TYPES(th.scalar_type(), "shm_forward", [&] {
+    using S = scalar_t;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<S> other(HH), C(HH);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t o = b * T * H;
+        Row<S> x{th.data_ptr<S>() + o, vc.data_ptr<S>() + o, ev.data_ptr<S>() + o, k.data_ptr<S>() + o,
+                 q.data_ptr<S>() + o, has_keep ? keep.data_ptr<S>() + b * T : nullptr};
+        S* st = save ? starts.data_ptr<S>() + b * n * HH : nullptr;
+        if (has_clamp)
+          forward_row<S, true>(x, MT.data_ptr<S>() + b * HH, other.data(), C.data(), h.data_ptr<S>() + o, st, T, H, chunk,
+                               static_cast<S>(clamp));
+        else
+          forward_row<S, false>(x, MT.data_ptr<S>() + b * HH, other.data(), C.data(), h.data_ptr<S>() + o, st, T, H, chunk,
+                                S(0));
+      }
+    });
+  });
+  return {h, MT, starts};
+}
+
+// Backward from the saved inputs and chunk starts; dh [B,T,H], dMT [B,H,H]. Returns dθ, dvc, dev,
+// dk, dq [B,T,H] and dM0 [B,H,H].
+std::vector<at::Tensor> shm_backward(at::Tensor th, at::Tensor vc, at::Tensor ev, at::Tensor k, at::Tensor q,
+                                     at::Tensor keep, at::Tensor starts, at::Tensor dh, at::Tensor dMT,
+                                     double clamp, int64_t chunk) {
+  const int64_t B = th.size(0), T = th.size(1), H = th.size(2), HH = H * H;
+  const int64_t n = starts.size(1);
+  const bool has_keep = keep.numel() > 0, has_clamp = clamp > 0;
+  dh = dh.contiguous();
+  auto D_all = dMT.contiguous().clone();  // running dL/dM_t per row; dM0 at the end
+  std::vector<at::Tensor> g;
+  for (int i = 0; i < 5; ++i) g.push_back(at::empty({B, T, H}, th.options()));
+  AT_DISPATCH_FLOATING_TYPES(th.scalar_type(), "shm_backward", [&] {
+    using S = scalar_t;
+    at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+      std::vector<S> Ms((chunk + 1) * HH), Cs(chunk * HH), dCs(chunk * HH), masks(has_clamp ? chunk * HH : 1);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t o = b * T * H;
+        Row<S> x{th.data_ptr<S>() + o, vc.data_ptr<S>() + o, ev.data_ptr<S>() + o, k.data_ptr<S>() + o,
+                 q.data_ptr<S>() + o, has_keep ? keep.data_ptr<S>() + b * T : nullptr};
+        Grads<S> d{g[0].data_ptr<S>() + o, g[1].data_ptr<S>() + o, g[2].data_ptr<S>() + o,
+                   g[3].data_ptr<S>() + o, g[4].data_ptr<S>() + o};
+        const S* st = starts.data_ptr<S>() + b * n * HH;
+        S* D = D_all.data_ptr<S>() + b * HH;
+        if (has_clamp)
+          backward_row<S, true>(x, d, dh.data_ptr<S>() + o, st, D, T, H, chunk, static_cast<S>(clamp), Ms.data(),
+                                Cs.data(), dCs.data(), masks.data());
+        else
+          backward_row<S, false>(x, d, dh.data_ptr<S>() + o, st, D, T, H, chunk, S(0), Ms.data(), Cs.data(),
+                                 dCs.data(), masks.data());
+      }
+    });
+  });
+  return {g[0], g[1], g[2], g[3], g[4], D_all};
+}
+
+}  // namespace memrl
