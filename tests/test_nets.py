@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from torchkit import nets
 from torchkit.nets import MLP, LOG_STD_MAX, LOG_STD_MIN, TanhGaussianHead
 
 
@@ -91,3 +92,18 @@ def test_mlp_state_dict_keys_unchanged():
     assert list(MLP(3, [4, 4], 1).state_dict()) == [
         "body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias", "last.weight", "last.bias"]
     assert isinstance(MLP(3, [4], 1).body[0], nn.Linear)
+
+
+@pytest.mark.skipif(nets._LINEAR_POINTWISE is None, reason="no oneDNN linear in this torch build")
+def test_onednn_forward_matches_addmm(monkeypatch):
+    torch.manual_seed(4)
+    mlp = MLP(10, [32, 32], 3)
+    x = torch.randn(200, 10, requires_grad=True)
+    y = mlp(x)
+    gy = torch.autograd.grad(y.square().sum(), [x, *mlp.parameters()])
+    monkeypatch.setattr(nets, "_LINEAR_POINTWISE", None)  # the plain addmm path
+    y_ref = mlp(x)
+    g_ref = torch.autograd.grad(y_ref.square().sum(), [x, *mlp.parameters()])
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    for a, b in zip(gy, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
