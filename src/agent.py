@@ -208,6 +208,5 @@ class RecurrentActorCritic(nn.Module):
 
     @torch.no_grad()
     def soft_update_target(self, tau: float) -> None:
-        for p_t, p in zip(self.critic_target.parameters(), self.critic.parameters()):
-            p_t.lerp_(p, tau)
+        torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), tau)
 

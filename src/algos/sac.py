@@ -33,6 +33,16 @@ def masked_mean(x: Tensor, mask: Tensor, n: Tensor) -> Tensor:
     return (x * mask).sum() / n
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam with PyTorch's fused (single-kernel) step where the parameters allow it: the same update,
+    ~3x cheaper on CPU for the agent's ~30 small tensors; the for-loop implementation otherwise."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
+
 class SAC:
     STATS = ("qf1_loss", "qf2_loss", "policy_loss", "alpha", "entropy", "q_grad_norm", "pi_grad_norm")
 
@@ -43,8 +53,8 @@ class SAC:
         if not 0.0 <= gamma <= 1.0 or not 0.0 < tau <= 1.0 or lr <= 0:
             raise ValueError(f"bad SAC hyperparameters: gamma={gamma} (in [0,1]), tau={tau} (in (0,1]), lr={lr} (> 0)")
         self.agent, self.gamma, self.tau, self.grad_clip = agent, gamma, tau, grad_clip
-        self.actor_opt = torch.optim.Adam(agent.actor.parameters(), lr=lr)
-        self.critic_opt = torch.optim.Adam(agent.critic.parameters(), lr=lr)
+        self.actor_opt = adam(agent.actor.parameters(), lr)
+        self.critic_opt = adam(agent.critic.parameters(), lr)
         device = next(agent.parameters()).device
         self.log_alpha = torch.tensor(float(init_alpha), device=device).log().requires_grad_(True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
