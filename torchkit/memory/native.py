@@ -23,9 +23,12 @@ SOURCES = [_CSRC / name for name in ("bindings.cpp", "gru_cpu.cpp", "shm_cpu.cpp
 
 
 def _isa_flags() -> tuple:
-    """(tag, compiler flags) for the vector instructions this CPU runs, from torch's own probe."""
-    capability = torch.backends.cpu.get_cpu_capability()  # "AVX512", "AVX2", "DEFAULT", ...
-    if capability in ("AVX2", "AVX512"):  # AVX2 lanes (8 floats) fit H = 24 better than AVX-512's 16
+    """(tag, compiler flags) for the vector instructions this CPU runs, from torch's own probe
+    (MEMRL_CPU_ISA=avx512|avx2|base overrides it, e.g. to compare builds)."""
+    capability = os.environ.get("MEMRL_CPU_ISA") or torch.backends.cpu.get_cpu_capability().lower()
+    if capability == "avx512":
+        return "avx512", ["-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl"]
+    if capability == "avx2":
         return "avx2", ["-mavx2", "-mfma"]
     return "base", []
 

@@ -12,9 +12,11 @@
 //
 // 1 + tanh(x) = 2σ(2x) and tanh'(x) come from e = exp(−2|x|) ∈ (0, 1]: no cancellation near C = 0
 // or C = 2, and exact zeros where e underflows. In float32, exp is a polynomial written in plain
-// arithmetic on packs of 8 floats (vector extensions), so the inner loops vectorise.
+// arithmetic on packs of 8 floats (vec.h), so the inner loops vectorise.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+
+#include "vec.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,68 +28,7 @@
 namespace memrl {
 namespace {
 
-// The inner loops run over a row of H entries in packs of W floats (GCC/Clang vector extensions,
-// W = 8: one AVX2 register, or two SSE ones) plus a scalar tail; every helper below works on a
-// pack V or a scalar S alike, so each loop body is written once (a template lambda over V).
-constexpr int64_t W = 8;
-typedef float f8 __attribute__((vector_size(W * sizeof(float))));
-typedef int32_t i8 __attribute__((vector_size(W * sizeof(int32_t))));
-
-template <typename V> struct Lanes { using S = V; using I = int32_t; };
-template <> struct Lanes<f8> { using S = float; using I = i8; };
-
-template <typename V> inline V load(const typename Lanes<V>::S* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-template <typename V> inline void store(typename Lanes<V>::S* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-// A running sum fed packs and scalars: packs accumulate lane-wise, summed across lanes once.
-template <typename S> struct Sum {
-  f8 pack{};
-  S tail = 0;
-  template <typename V> void add(V v) {
-    if constexpr (std::is_same_v<V, f8>) pack += v; else tail += v;
-  }
-  S value() const {
-    S s = tail;
-    if constexpr (std::is_same_v<S, float>)
-      for (int64_t l = 0; l < W; ++l) s += pack[l];
-    return s;
-  }
-};
-
-// exp(y) for y <= 0 in float: y = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness),
-// exp(r) by the polynomial of Cephes' expf (relative error ~1e-7) evaluated in Estrin's scheme,
-// times 2^n from the exponent bits. n = round(y / ln2) by adding and subtracting 1.5·2^23, whose
-// low mantissa bits then hold n as an integer. Short dependency chains matter here: the loops
-// are latency-bound. Below y = -87 the result stays ~1e-38 instead of going denormal: C and tanh'
-// are exactly 0 or 2 there either way.
-template <typename V> inline V exp_nonpositive(V y) {
-  using I = typename Lanes<V>::I;
-  constexpr float magic = 12582912.0f;  // 1.5·2^23
-  y = y < -87.0f ? V{} - 87.0f : y;
-  const V s = y * 1.44269504088896341f + magic;
-  const V n = s - magic;
-  const V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
-  const V r2 = r * r, r4 = r2 * r2;
-  const V p = (5.0000001201e-1f + 1.6666665459e-1f * r) + r2 * (4.1665795894e-2f + 8.3334519073e-3f * r) +
-              r4 * (1.3981999507e-3f + 1.9875691500e-4f * r);
-  I bits;
-  if constexpr (std::is_same_v<V, float>) {
-    float m = magic;
-    int32_t sb, mb;
-    std::memcpy(&sb, &s, 4);
-    std::memcpy(&mb, &m, 4);
-    bits = (sb - mb + 127) << 23;
-  } else {
-    bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + magic) + 127) << 23;
-  }
-  V scale;
-  std::memcpy(&scale, &bits, sizeof(V));
-  return (r2 * p + r + 1.0f) * scale;
-}
-template <> inline double exp_nonpositive<double>(double y) { return std::exp(y); }
+using namespace vec;
 
 // C = 1 + tanh(x) = 2σ(2x) and (with dC) tanh'(x) = 1 - tanh(x)², from e = exp(-2|x|).
 template <typename V> inline V gate(V x, V* dC = nullptr) {
@@ -97,20 +38,6 @@ template <typename V> inline V gate(V x, V* dC = nullptr) {
   return 2 * (x >= 0 ? r : e * r);
 }
 
-template <typename V, typename S> inline V clamp_to(V p, S c) {
-  p = p < -c ? V{} - c : p;
-  return p > c ? V{} + c : p;
-}
-
-// Runs body.template operator()<V>(j) over j = 0..H-1: packs of W floats, then scalars. double
-// runs scalar (it is the dtype of checks, not of training).
-template <typename S, typename F> inline void for_row(int64_t H, F&& body) {
-  int64_t j = 0;
-  if constexpr (std::is_same_v<S, float>)
-    for (; j + W <= H; j += W) body.template operator()<f8>(j);
-  for (; j < H; ++j) body.template operator()<S>(j);
-}
-
 // Pointers to one batch row's [T,H] inputs.
 template <typename S>
 struct Row {
@@ -118,21 +45,23 @@ struct Row {
 };
 
 // Gates of one step for one batch row: C = keep (1 + tanh X) and, with DERIV, dC = keep tanh'(X)
-// for X = θ ⊗ vc, each [H·H]. A pass of its own, apart from the state update: these rows are
-// independent, so the out-of-order core overlaps their long exp → divide chains.
+// for X = θ ⊗ vc, each [H·H]. A pass of its own, apart from the state update, over X laid out flat:
+// its entries are independent, so it runs in the widest packs whatever H is, and the out-of-order
+// core overlaps their long exp → divide chains.
 template <typename S, bool DERIV>
 inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {
   const S *th = x.th + t * H, *vc = x.vc + t * H;
   const S kp = x.keep ? x.keep[t] : S(1);
-  for (int64_t i = 0; i < H; ++i) {
+  for (int64_t i = 0; i < H; ++i) {  // X = θ ⊗ vc, flat
     const S a = th[i];
-    for_row<S>(H, [&]<typename V>(int64_t j) {
-      V d;
-      const V c = gate(a * load<V>(vc + j), DERIV ? &d : nullptr);
-      store<V>(C + i * H + j, kp * c);
-      if constexpr (DERIV) store<V>(dC + i * H + j, kp * d);
-    });
+    for_row<S, false>(H, [&]<typename V>(int64_t j) { store<V>(C + i * H + j, a * load<V>(vc + j)); });
   }
+  for_row<S>(H * H, [&]<typename V>(int64_t f) {  // the expensive pass: wide packs over all H·H
+    V d;
+    const V c = gate(load<V>(C + f), DERIV ? &d : nullptr);
+    store<V>(C + f, kp * c);
+    if constexpr (DERIV) store<V>(dC + f, kp * d);
+  });
 }
 
 // One step for one batch row, given its gates C: M (H×H) <- clamp(C ⊙ M + ev ⊗ k); h = M q (when h
@@ -147,7 +76,7 @@ inline void step(const Row<S>& x, int64_t t, int64_t H, S clamp, const S* C, con
     const S *mi = M_in + i * H, *ci = C + i * H;
     S* mo = M_out + i * H;
     Sum<S> acc;
-    for_row<S>(H, [&]<typename V>(int64_t j) {
+    for_row<S, false>(H, [&]<typename V>(int64_t j) {
       V p = load<V>(ci + j) * load<V>(mi + j) + e * load<V>(k + j);
       if constexpr (MASK) store<V>(mask + i * H + j, (p < 0 ? -p : p) <= clamp ? V{} + 1 : V{});
       if constexpr (CLAMP) p = clamp_to(p, clamp);
@@ -199,7 +128,7 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
         const S* mt = Mt + i * H;
         const S* mp = Mp + i * H;
         Sum<S> dev_i, dth_i;
-        for_row<S>(H, [&]<typename V>(int64_t j) {
+        for_row<S, false>(H, [&]<typename V>(int64_t j) {
           V gr = load<V>(Di + j) + dh_i * load<V>(qt + j);           // dL/dM_t
           store<V>(dqt + j, load<V>(dqt + j) + load<V>(mt + j) * dh_i);
           if constexpr (CLAMP) gr = gr * load<V>(mask + i * H + j);  // dL/dP_t

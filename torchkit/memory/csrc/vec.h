@@ -1,0 +1,120 @@
+// Small vector toolkit for memrl's CPU kernels: loops over rows of floats in packs of 16 (built with
+// AVX-512: one register), then 8 (one AVX2 register, or two SSE ones), then a scalar tail, through
+// GCC/Clang vector extensions. Every helper works on a pack V or a scalar alike, so each loop body
+// is written once, as a template lambda over V. Plain arithmetic only (exp included).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace memrl {
+namespace vec {
+
+constexpr int64_t W = 8;
+typedef float f8 __attribute__((vector_size(W * sizeof(float))));
+typedef int32_t i8 __attribute__((vector_size(W * sizeof(int32_t))));
+typedef float f16 __attribute__((vector_size(2 * W * sizeof(float))));
+typedef int32_t i16 __attribute__((vector_size(2 * W * sizeof(int32_t))));
+#if defined(__AVX512F__)
+constexpr bool kWide = true;   // 16-float packs first
+#else
+constexpr bool kWide = false;  // (without AVX-512 a 16-float pack would be split, often into scalars)
+#endif
+
+template <typename V> struct Lanes { using S = V; using I = int32_t; };
+template <> struct Lanes<f8> { using S = float; using I = i8; };
+template <> struct Lanes<f16> { using S = float; using I = i16; };
+
+template <typename V> inline V load(const typename Lanes<V>::S* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V> inline void store(typename Lanes<V>::S* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+// A running sum fed packs and scalars: packs accumulate lane-wise, summed across lanes once.
+template <typename S> struct Sum {
+  f16 wide{};
+  f8 pack{};
+  S tail = 0;
+  template <typename V> void add(V v) {
+    if constexpr (std::is_same_v<V, f16>) wide += v;
+    else if constexpr (std::is_same_v<V, f8>) pack += v;
+    else tail += v;
+  }
+  S value() const {
+    S s = tail;
+    if constexpr (std::is_same_v<S, float>) {
+      for (int64_t l = 0; l < W; ++l) s += pack[l];
+      if constexpr (kWide)
+        for (int64_t l = 0; l < 2 * W; ++l) s += wide[l];
+    }
+    return s;
+  }
+};
+
+// exp(y) for y <= 0 in float: y = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness),
+// exp(r) by the polynomial of Cephes' expf (relative error ~1e-7) evaluated in Estrin's scheme,
+// times 2^n from the exponent bits. n = round(y / ln2) by adding and subtracting 1.5·2^23, whose
+// low mantissa bits then hold n as an integer. Short dependency chains matter here: the loops
+// are latency-bound. Below y = -87 the result stays ~1e-38 instead of going denormal: C and tanh'
+// are exactly 0 or 2 there either way.
+template <typename V> inline V exp_nonpositive(V y) {
+  using I = typename Lanes<V>::I;
+  constexpr float magic = 12582912.0f;  // 1.5·2^23
+  y = y < -87.0f ? V{} - 87.0f : y;
+  const V s = y * 1.44269504088896341f + magic;
+  const V n = s - magic;
+  const V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
+  const V r2 = r * r, r4 = r2 * r2;
+  const V p = (5.0000001201e-1f + 1.6666665459e-1f * r) + r2 * (4.1665795894e-2f + 8.3334519073e-3f * r) +
+              r4 * (1.3981999507e-3f + 1.9875691500e-4f * r);
+  I bits;
+  if constexpr (std::is_same_v<V, float>) {
+    float m = magic;
+    int32_t sb, mb;
+    std::memcpy(&sb, &s, 4);
+    std::memcpy(&mb, &m, 4);
+    bits = (sb - mb + 127) << 23;
+  } else {
+    bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + magic) + 127) << 23;
+  }
+  V scale;
+  std::memcpy(&scale, &bits, sizeof(V));
+  return (r2 * p + r + 1.0f) * scale;
+}
+template <> inline double exp_nonpositive<double>(double y) { return std::exp(y); }
+
+// σ(x) = 1 / (1 + exp(-x)) and tanh(x) = 2σ(2x) - 1 from e = exp(-|x|) (exp of a non-positive
+// argument only: no overflow). Absolute error ~1e-7 in float.
+template <typename V> inline V sigmoid(V x) {
+  const V e = exp_nonpositive(x < 0 ? x : -x);
+  const V r = 1 / (1 + e);
+  return x >= 0 ? r : e * r;
+}
+template <typename V> inline V tanh_(V x) {
+  const V e = exp_nonpositive(-2 * (x < 0 ? -x : x));
+  const V t = (1 - e) / (1 + e);
+  return x >= 0 ? t : -t;
+}
+
+template <typename V, typename S> inline V clamp_to(V p, S c) {
+  p = p < -c ? V{} - c : p;
+  return p > c ? V{} + c : p;
+}
+
+// Runs body.template operator()<V>(j) over j = 0..H-1: packs of 16 floats (AVX-512 builds, unless
+// WIDE is false), of 8, then scalars. double runs scalar (it is the dtype of checks, not training).
+template <typename S, bool WIDE = true, typename F> inline void for_row(int64_t H, F&& body) {
+  int64_t j = 0;
+  if constexpr (std::is_same_v<S, float>) {
+    if constexpr (kWide && WIDE)
+      for (; j + 2 * W <= H; j += 2 * W) body.template operator()<f16>(j);
+    for (; j + W <= H; j += W) body.template operator()<f8>(j);
+  }
+  for (; j < H; ++j) body.template operator()<S>(j);
+}
+
+}  // namespace vec
+}  // namespace memrl
