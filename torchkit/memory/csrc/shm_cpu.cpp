@@ -95,7 +95,7 @@ struct Grads {
 
 // One batch row's backward. starts [n,H,H]: the saved chunk states; D [H,H]: dL/dM_T in, dL/dM_0
 // out. Scratch for a chunk: its recomputed states Ms [(chunk+1)·H·H], and per step its gates
-// Cs, dCs and clamp masks [chunk·H·H].
+// Cs, dCs and (with CLAMP) clamp masks [chunk·H·H].
 template <typename S, bool CLAMP>
 void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* starts, S* __restrict__ D, int64_t T,
                   int64_t H, int64_t chunk, S clamp, S* Ms, S* Cs, S* dCs, S* masks) {
@@ -106,13 +106,13 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
     for (int64_t s = 0; s < L; ++s) {  // recompute the gates, M_a..M_{a+L} and the clamp masks
       gates<S, true>(x, a + s, H, Cs + s * HH, dCs + s * HH);
       step<S, CLAMP, CLAMP>(x, a + s, H, clamp, Cs + s * HH, Ms + s * HH, Ms + (s + 1) * HH, nullptr,
-                            masks + s * HH);
+                            CLAMP ? masks + s * HH : nullptr);
     }
     for (int64_t s = L - 1; s >= 0; --s) {
       const int64_t t = a + s;
       const S* Mt = Ms + (s + 1) * HH;
       const S* Mp = Ms + s * HH;
-      const S* mask = masks + s * HH;
+      const S* mask = CLAMP ? masks + s * HH : nullptr;
       const S* Ct = Cs + s * HH;
       const S* dCt = dCs + s * HH;
       const S *tht = x.th + t * H, *vct = x.vc + t * H, *evt = x.ev + t * H, *kt = x.k + t * H,
@@ -215,7 +215,7 @@ std::vector<at::Tensor> shm_backward(at::Tensor th, at::Tensor vc, at::Tensor ev
   AT_DISPATCH_FLOATING_TYPES(th.scalar_type(), "shm_backward", [&] {
     using S = scalar_t;
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<S> Ms((chunk + 1) * HH), Cs(chunk * HH), dCs(chunk * HH), masks(has_clamp ? chunk * HH : 1);
+      std::vector<S> Ms((chunk + 1) * HH), Cs(chunk * HH), dCs(chunk * HH), masks(has_clamp ? chunk * HH : 0);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t o = b * T * H;
         Row<S> x{th.data_ptr<S>() + o, vc.data_ptr<S>() + o, ev.data_ptr<S>() + o, k.data_ptr<S>() + o,
