@@ -171,6 +171,17 @@ def test_bad_backend_raises():
 
 
 @needs_native
+def test_native_rejects_inconsistent_inputs():
+    th, vc, ev, k, q, M0 = (x.float() for x in make(B=2, T=5, H=4))
+    with pytest.raises(RuntimeError, match="one shape"):
+        shm_scan(th, vc[..., :3], ev, k, q, M0, backend="native")
+    with pytest.raises(RuntimeError, match="M0 must be"):
+        shm_scan(th, vc, ev, k, q, M0[:, :3], backend="native")
+    with pytest.raises(RuntimeError, match="dtype"):
+        shm_scan(th, vc.double(), ev, k, q, M0, backend="native")
+
+
+@needs_native
 def test_auto_is_native_on_cpu_and_falls_back_without_a_compiler(monkeypatch, caplog):
     assert scan_backend("auto", torch.zeros(1), native=True) == "native"
     assert scan_backend("auto", torch.zeros(1, dtype=torch.bfloat16), native=True) != "native"

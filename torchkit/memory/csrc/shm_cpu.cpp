@@ -170,10 +170,21 @@ void forward_row(const Row<S>& x, S* M, S* other, S* C, S* h, S* starts, int64_t
 // when save is set, the states entering every chunk, starts [B,n,H,H] (n = ceil(T / chunk)).
 std::vector<at::Tensor> shm_forward(at::Tensor th, at::Tensor vc, at::Tensor ev, at::Tensor k, at::Tensor q,
                                     at::Tensor keep, at::Tensor M0, double clamp, int64_t chunk, bool save) {
-  TORCH_CHECK(th.device().is_cpu(), "shm_cpu: tensors must be on the CPU");
-  TORCH_CHECK(th.dim() == 3, "shm_cpu: inputs must be [B,T,H]");
-  TORCH_CHECK(chunk >= 1, "shm_cpu: chunk must be >= 1");
+  TORCH_CHECK(th.dim() == 3, "shm_cpu: inputs must be [B,T,H], got θ of shape ", th.sizes());
+  for (const auto& x : {th, vc, ev, k, q, keep, M0}) {
+    TORCH_CHECK(x.device().is_cpu() && x.is_contiguous(), "shm_cpu: tensors must be contiguous and on the CPU");
+    TORCH_CHECK(x.scalar_type() == th.scalar_type(), "shm_cpu: all tensors must have θ's dtype ",
+                th.scalar_type(), ", got ", x.scalar_type());
+  }
+  for (const auto& x : {vc, ev, k, q})
+    TORCH_CHECK(x.sizes() == th.sizes(), "shm_cpu: θ, vc, ev, k, q must have one shape [B,T,H]; got ", th.sizes(),
+                " and ", x.sizes());
   const int64_t B = th.size(0), T = th.size(1), H = th.size(2), HH = H * H;
+  TORCH_CHECK(M0.dim() == 3 && M0.size(0) == B && M0.size(1) == H && M0.size(2) == H,
+              "shm_cpu: M0 must be [B,H,H] = [", B, ",", H, ",", H, "], got ", M0.sizes());
+  TORCH_CHECK(keep.numel() == 0 || (keep.dim() == 2 && keep.size(0) == B && keep.size(1) == T),
+              "shm_cpu: keep must be [B,T] or empty, got ", keep.sizes());
+  TORCH_CHECK(chunk >= 1, "shm_cpu: chunk must be >= 1");
   const int64_t n = T > 0 ? (T + chunk - 1) / chunk : 0;
   const bool has_keep = keep.numel() > 0, has_clamp = clamp > 0;
   auto h = at::empty({B, T, H}, th.options());
