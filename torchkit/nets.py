@@ -37,7 +37,7 @@ _LINEAR_POINTWISE = _onednn_linear()
 def _linear(a: Tensor, w: Tensor, b: Tensor, relu: bool) -> Tensor:
     """relu?(a wᵀ + b) into a fresh tensor (ReLU in place)."""
     if _LINEAR_POINTWISE is not None and a.dtype == torch.float32 and a.device.type == "cpu":
-        return _LINEAR_POINTWISE(a, w, b, "relu" if relu else "none", [], "")
+        return _LINEAR_POINTWISE(a.contiguous(), w.contiguous(), b, "relu" if relu else "none", [], "")
     out = torch.addmm(b, a, w.t())
     return out.clamp_min_(0.0) if relu else out
 

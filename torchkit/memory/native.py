@@ -62,7 +62,7 @@ def extension():
     build_dir = _build_dir()
     _clear_stale_lock(build_dir)
     # -fopenmp: ATen's parallel_for is an OpenMP region compiled into the caller; the process's
-    # libgomp (loaded by torch) serves it. -fopenmp-simd: the `omp simd` reductions vectorise.
+    # libgomp (loaded by torch) serves it. The ISA flags let csrc/vec.h's packs map to registers.
     flags = ["-O3", "-fopenmp", *_isa_flags()[1]]
     return load(name="memrl_cpu", sources=[str(s) for s in SOURCES], extra_cflags=flags,
                 extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
