@@ -12,7 +12,7 @@
 //   dgi = [dr', dz', dn'],  dgh = [dr', dz', dn' r]
 //   dhp = g z + dgh W_hh,  dh_{t-1} = keep_t dhp;  dW_hh = Σ_t dgh_tᵀ hp_t,  db_hh = Σ_t dgh_t
 // Per step, the matrix product goes through ATen (MKL); the gates are one loop over [B,H] in packs
-// of 8 floats (vec.h: σ and tanh from a polynomial exp, absolute error ~1e-7; float64 uses std::exp).
+// of 16/8 floats (vec.h: σ and tanh from a polynomial exp, absolute error ~1e-7; float64: std::exp).
 #include <ATen/ATen.h>
 
 #include "vec.h"
