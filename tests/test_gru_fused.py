@@ -58,6 +58,26 @@ def test_fused_gru_float32_close_to_nn_gru_and_no_grad_path():
 
 
 @needs_kernel
+def test_fused_gru_float32_gradients_close_to_float64():
+    """The float32 kernel's gates use a polynomial exp (csrc/vec.h): values and all gradients
+    against nn.GRU in float64, with resets, at the training width."""
+    torch.manual_seed(3)
+    gru = torch.nn.GRU(40, 64, batch_first=True).double()
+    x, h0 = torch.randn(6, 50, 40, dtype=torch.float64), torch.randn(6, 64, dtype=torch.float64)
+    reset = torch.rand(6, 50) < 0.1
+    w = torch.randn(6, 50, 64, dtype=torch.float64)
+    ref_in = [x.clone().requires_grad_(), h0.clone().requires_grad_(), *gru.parameters()]
+    want = _step_loop(gru, ref_in[0], ref_in[1], reset)
+    g_want = torch.autograd.grad((want * w).sum(), ref_in)
+    f32 = [t.detach().float().requires_grad_() for t in ref_in]
+    got = fused_gru(f32[0], f32[1], *f32[2:], reset)
+    g_got = torch.autograd.grad((got * w.float()).sum(), f32)
+    assert (got.double() - want).abs().max() < 1e-5
+    for a, b in zip(g_got, g_want):
+        assert (a.double() - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+@needs_kernel
 def test_gru_layer_backends_agree_and_match_steps():
     torch.manual_seed(2)
     fused, ref = GRU(5, 7, backend="fused").double(), GRU(5, 7, backend="torch").double()
