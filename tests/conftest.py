@@ -12,3 +12,16 @@ torch.set_num_threads(1)
 def _one_thread():
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture
+def no_native_kernels(monkeypatch):
+    """memrl's C++ kernels fail to build (as on a machine without a compiler or ninja)."""
+    from torchkit.memory import native
+
+    def no_build():
+        raise RuntimeError("Ninja is required to load C++ extensions")
+    monkeypatch.setattr(native, "extension", no_build)
+    native.available.cache_clear()
+    yield
+    native.available.cache_clear()

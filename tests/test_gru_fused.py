@@ -105,23 +105,16 @@ def test_gru_backend_validation():
         gru_backend("fused", torch.zeros(1, dtype=torch.bfloat16))
 
 
-def test_without_a_compiler_auto_falls_back_to_nn_gru(monkeypatch, caplog):
-    def no_build():
-        raise RuntimeError("Ninja is required to load C++ extensions")
-    monkeypatch.setattr(native, "extension", no_build)
+def test_without_a_compiler_auto_falls_back_to_nn_gru(no_native_kernels, monkeypatch, caplog):
     monkeypatch.delenv("MEMRL_GRU_BACKEND", raising=False)
-    native.available.cache_clear()
-    try:
-        with caplog.at_level("WARNING"):
-            assert gru_backend("auto", torch.zeros(1)) == "torch"
-        assert "Ninja is required" in caplog.text
-        with pytest.raises(RuntimeError, match="did not build here"):
-            gru_backend("fused", torch.zeros(1))
-        layer = GRU(3, 4)  # backend auto: still trains, through nn.GRU
-        y, (h,) = layer(torch.randn(2, 5, 3))
-        assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
-    finally:
-        native.available.cache_clear()
+    with caplog.at_level("WARNING"):
+        assert gru_backend("auto", torch.zeros(1)) == "torch"
+    assert "Ninja is required" in caplog.text
+    with pytest.raises(RuntimeError, match="did not build here"):
+        gru_backend("fused", torch.zeros(1))
+    layer = GRU(3, 4)  # backend auto: still trains, through nn.GRU
+    y, (h,) = layer(torch.randn(2, 5, 3))
+    assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
 
 
 def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):

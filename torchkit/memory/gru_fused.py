@@ -24,10 +24,6 @@ def fused_available() -> bool:
     return native.available()
 
 
-def _extension():
-    return native.extension()
-
-
 GRU_BACKENDS = ("auto", "fused", "torch")
 
 
@@ -42,15 +38,9 @@ def gru_backend(backend: str, x: Tensor) -> str:
         if forced in ("fused", "torch"):
             backend = forced
         else:
-            cpu_float = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            return "fused" if cpu_float and fused_available() else "torch"
+            return "fused" if native.applies(x) else "torch"
     if backend == "fused":
-        if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"GRU backend 'fused' is a float32/float64 CPU kernel, got {x.dtype} on "
-                             f"{x.device.type}; use backend=auto or torch")
-        if not fused_available():
-            raise RuntimeError("GRU backend 'fused' needs the C++ kernel, which did not build here (a C++ "
-                               "compiler and the ninja package are needed); use backend=auto or torch")
+        native.require(x, "GRU backend 'fused'", "backend=auto or torch")
     return backend
 
 
@@ -58,7 +48,7 @@ class _FusedGRU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gi, h0, w_hh, b_hh, keep):
         """gi [T,B,3H] = W_ih x + b_ih, h0 [B,H], keep [T,B] (0 before a new episode) or empty."""
-        ext = _extension()
+        ext = native.extension()
         save = any(ctx.needs_input_grad)
         out = ext.gru_forward(gi, h0, w_hh, b_hh, keep, save)
         if save:
@@ -68,7 +58,7 @@ class _FusedGRU(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dhs):
-        dgi, dh0, dw, db = _extension().gru_backward(dhs, *ctx.saved_tensors)
+        dgi, dh0, dw, db = native.extension().gru_backward(dhs, *ctx.saved_tensors)
         return dgi, dh0, dw, db, None
 
 

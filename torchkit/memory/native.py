@@ -3,8 +3,8 @@
 The extension is compiled once per machine with torch.utils.cpp_extension (a C++ compiler and
 ``ninja``, a package dependency; ~1-2 min) and cached under $TORCH_EXTENSIONS_DIR (default
 ~/.cache/torch_extensions), one folder per Python version, torch version and CPU instruction set
-(AVX2 code is only built, and loaded, where the CPU has it). ``available()`` says whether that
-worked; the layers fall back to their PyTorch paths when it did not.
+(AVX-512/AVX2 code is only built, and loaded, where the CPU has it). ``available()`` says whether
+that worked; the layers fall back to their PyTorch paths when it did not (``applies``/``require``).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 log = logging.getLogger(__name__)
 _CSRC = Path(__file__).with_name("csrc")
@@ -78,3 +79,23 @@ def available() -> bool:
         log.warning("memrl's CPU kernels are unavailable (%s: %s); GRU and SHM use their PyTorch paths",
                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         return False
+
+
+def _cpu_float(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+
+
+def applies(x: Tensor) -> bool:
+    """Whether a kernel here can run on inputs like ``x``: float32/float64 on CPU, and it built."""
+    return _cpu_float(x) and available()
+
+
+def require(x: Tensor, what: str, instead: str) -> None:
+    """Raise a clear error when a kernel here was asked for explicitly but cannot run on ``x``;
+    ``what`` names the choice (e.g. "GRU backend 'fused'"), ``instead`` the alternatives."""
+    if not _cpu_float(x):
+        raise ValueError(f"{what} is a float32/float64 CPU kernel, got {x.dtype} on {x.device.type}; "
+                         f"use {instead}")
+    if not available():
+        raise RuntimeError(f"{what} needs memrl's C++ kernels, which did not build here (a C++ compiler "
+                           f"and the ninja package are needed); use {instead}")

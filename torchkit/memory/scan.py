@@ -230,17 +230,11 @@ def scan_backend(backend: str, x: Tensor, native: bool = False) -> str:
     valid = SHM_BACKENDS if native else BACKENDS
     if backend not in valid:
         raise ValueError(f"scan backend must be one of {valid}, got {backend!r}")
-    cpu_float = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
     if backend == "native":
-        if not cpu_float:
-            raise ValueError(f"scan backend 'native' is a float32/float64 CPU kernel, got {x.dtype} on "
-                             f"{x.device.type}; use backend=auto, compiled or eager")
-        if not _native.available():
-            raise RuntimeError("scan backend 'native' needs memrl's C++ kernels, which did not build here (a "
-                               "C++ compiler and the ninja package are needed); use backend=auto or eager")
+        _native.require(x, "scan backend 'native'", "backend=auto, compiled or eager")
         return backend
     if backend == "auto":
-        if native and cpu_float and not torch.compiler.is_compiling() and _native.available():
+        if native and not torch.compiler.is_compiling() and _native.applies(x):
             return "native"
         forced = os.environ.get("MEMRL_SCAN_BACKEND", "auto")
         if forced in ("eager", "compiled"):
