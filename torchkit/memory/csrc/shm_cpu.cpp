@@ -3,16 +3,20 @@
 //   C_t = keep_t (1 + tanh(θ_t ⊗ vc_t)),  P_t = C_t ⊙ M_{t-1} + ev_t ⊗ k_t,  M_t = clamp(P_t),  h_t = M_t q_t
 //
 // Every batch row is independent: its H×H state stays in L1 while the loop runs over time, and the
-// rows are spread over ATen's threads. The forward saves the state every `chunk` steps; the
+// rows are spread over ATen's threads. The forward keeps the state transposed, Mᵀ, whose update is
+// the same with the roles of (θ, vc) and of (ev, k) swapped; then h = M q = Σ_j q_j (row j of Mᵀ)
+// sums whole rows, with no sum across a pack's lanes. It saves the state every `chunk` steps; the
 // backward recomputes a chunk's states from its saved start, then runs the adjoint backwards:
 //
 //   G = D + dh_t ⊗ q_t  (dL/dM_t),  dq_t = M_tᵀ dh_t,  g = mask_t ⊙ G  (dL/dP_t),
 //   dev_t = g k_t,  dk_t = gᵀ ev_t,  dX = g ⊙ M_{t-1} ⊙ keep_t tanh'(X),  dθ_t = dX vc_t,
 //   dvc_t = dXᵀ θ_t,  D ← C_t ⊙ g  (dL/dM_{t-1}),  and dM_0 = D at the end.
 //
-// 1 + tanh(x) = 2σ(2x) and tanh'(x) come from e = exp(−2|x|) ∈ (0, 1]: no cancellation near C = 0
-// or C = 2, and exact zeros where e underflows. In float32, exp is a polynomial written in plain
-// arithmetic on packs of 8 floats (vec.h), so the inner loops vectorise.
+// 1 + tanh(x) = 2σ(2x) = 2 / (1 + e) with e = exp(−2x), and tanh'(x) = 4e / (1 + e)²: no cancellation
+// near C = 0 or C = 2. In float32, exp is a polynomial written in plain arithmetic on packs of
+// floats (vec.h), so the inner loops vectorise; its argument is clamped to ±87 (C is then ~1e-38
+// from 0 or 2 at the ends, below float32's resolution of C's use). float64 uses e = exp(−2|x|) ∈
+// (0, 1], which underflows to exact zeros.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -30,12 +34,19 @@ namespace {
 
 using namespace vec;
 
-// C = 1 + tanh(x) = 2σ(2x) and (with dC) tanh'(x) = 1 - tanh(x)², from e = exp(-2|x|).
+// C = 1 + tanh(x) = 2σ(2x) and (with dC) tanh'(x) = 1 - tanh(x)².
 template <typename V> inline V gate(V x, V* dC = nullptr) {
-  const V e = exp_nonpositive(-2 * (x < 0 ? -x : x));
-  const V r = 1 / (1 + e);
-  if (dC) *dC = 4 * e * r * r;
-  return 2 * (x >= 0 ? r : e * r);
+  if constexpr (std::is_same_v<V, double>) {  // e = exp(-2|x|) ∈ (0, 1]
+    const V e = std::exp(-2 * std::abs(x));
+    const V r = 1 / (1 + e);
+    if (dC) *dC = 4 * e * r * r;
+    return 2 * (x >= 0 ? r : e * r);
+  } else {  // e = exp(-2x) ∈ [~1e-38, ~6e37]: no select on the sign (fewer instructions)
+    const V e = exp_clamped(-2 * x);
+    const V r = 1 / (1 + e);
+    if (dC) *dC = (4 * r) * (e * r);  // e r <= 1: no overflow
+    return 2 * r;
+  }
 }
 
 // Pointers to one batch row's [T,H] inputs.
@@ -45,16 +56,15 @@ struct Row {
 };
 
 // Gates of one step for one batch row: C = keep (1 + tanh X) and, with DERIV, dC = keep tanh'(X)
-// for X = θ ⊗ vc, each [H·H]. A pass of its own, apart from the state update, over X laid out flat:
-// its entries are independent, so it runs in the widest packs whatever H is, and the out-of-order
-// core overlaps their long exp → divide chains.
+// for X = a ⊗ b (θ ⊗ vc, or vc ⊗ θ for the transposed state), each [H·H]. A pass of its own, apart
+// from the state update, over X laid out flat: its entries are independent, so it runs in the
+// widest packs whatever H is, and the out-of-order core overlaps their long exp → divide chains.
 template <typename S, bool DERIV>
-inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {
-  const S *th = x.th + t * H, *vc = x.vc + t * H;
-  const S kp = x.keep ? x.keep[t] : S(1);
-  for (int64_t i = 0; i < H; ++i) {  // X = θ ⊗ vc, flat
-    const S a = th[i];
-    for_row<S, false>(H, [&]<typename V>(int64_t j) { store<V>(C + i * H + j, a * load<V>(vc + j)); });
+inline void gates(const S* a, const S* b, const S* keep, int64_t t, int64_t H, S* C, S* dC) {
+  const S kp = keep ? keep[t] : S(1);
+  for (int64_t i = 0; i < H; ++i) {  // X = a ⊗ b, flat
+    const S ai = a[i];
+    for_row<S, false>(H, [&]<typename V>(int64_t j) { store<V>(C + i * H + j, ai * load<V>(b + j)); });
   }
   for_row<S>(H * H, [&]<typename V>(int64_t f) {  // the expensive pass: wide packs over all H·H
     V d;
@@ -64,27 +74,55 @@ inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {
   });
 }
 
-// One step for one batch row, given its gates C: M (H×H) <- clamp(C ⊙ M + ev ⊗ k); h = M q (when h
-// is given). With MASK, mask (H×H) gets 1 where |P| <= clamp (where the clamp passes gradient, as
-// torch.clamp). CLAMP and MASK are template flags: the inner loop has no branches.
-template <typename S, bool CLAMP, bool MASK>
-inline void step(const Row<S>& x, int64_t t, int64_t H, S clamp, const S* C, const S* M_in, S* M_out, S* h,
-                 S* mask) {
+template <typename S>
+inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {  // X = θ ⊗ vc, with dC
+  gates<S, true>(x.th + t * H, x.vc + t * H, x.keep, t, H, C, dC);
+}
+
+// Forward step for one batch row on the transposed state Mt = Mᵀ, given its transposed gates Ct:
+// row j of Mt <- clamp(Ct_j ⊙ Mt_j + k_j ev) in place, and h = M q = Σ_j q_j Mt_j.
+template <typename S, bool CLAMP>
+inline void step_transposed(const Row<S>& x, int64_t t, int64_t H, S clamp, const S* Ct, S* Mt, S* h) {
   const S *ev = x.ev + t * H, *k = x.k + t * H, *q = x.q + t * H;
+  std::fill(h, h + H, S(0));
+  for (int64_t j = 0; j < H; ++j) {
+    const S kj = k[j], qj = q[j];
+    const S* cj = Ct + j * H;
+    S* mj = Mt + j * H;
+    for_row<S, false>(H, [&]<typename V>(int64_t i) {
+      V p = load<V>(cj + i) * load<V>(mj + i) + kj * load<V>(ev + i);
+      if constexpr (CLAMP) p = clamp_to(p, clamp);
+      store<V>(mj + i, p);
+      store<V>(h + i, load<V>(h + i) + qj * p);
+    });
+  }
+}
+
+// Backward's recomputation step for one batch row (state not transposed): M_out <- clamp(C ⊙ M_in +
+// ev ⊗ k) and, with CLAMP, mask (H×H) = 1 where |P| <= clamp (where the clamp passes gradient, as
+// torch.clamp). CLAMP is a template flag: the inner loop has no branches.
+template <typename S, bool CLAMP>
+inline void step(const Row<S>& x, int64_t t, int64_t H, S clamp, const S* C, const S* M_in, S* M_out, S* mask) {
+  const S *ev = x.ev + t * H, *k = x.k + t * H;
   for (int64_t i = 0; i < H; ++i) {
     const S e = ev[i];
     const S *mi = M_in + i * H, *ci = C + i * H;
     S* mo = M_out + i * H;
-    Sum<S> acc;
     for_row<S, false>(H, [&]<typename V>(int64_t j) {
       V p = load<V>(ci + j) * load<V>(mi + j) + e * load<V>(k + j);
-      if constexpr (MASK) store<V>(mask + i * H + j, (p < 0 ? -p : p) <= clamp ? V{} + 1 : V{});
-      if constexpr (CLAMP) p = clamp_to(p, clamp);
+      if constexpr (CLAMP) {
+        store<V>(mask + i * H + j, (p < 0 ? -p : p) <= clamp ? V{} + 1 : V{});
+        p = clamp_to(p, clamp);
+      }
       store<V>(mo + j, p);
-      acc.add(p * load<V>(q + j));
     });
-    if (h) h[i] = acc.value();
   }
+}
+
+template <typename S>
+inline void transpose(const S* A, S* At, int64_t H) {  // At = Aᵀ for H×H
+  for (int64_t i = 0; i < H; ++i)
+    for (int64_t j = 0; j < H; ++j) At[j * H + i] = A[i * H + j];
 }
 
 // Pointers to one batch row's [T,H] input gradients.
@@ -104,9 +142,8 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
     const int64_t a = ci * chunk, L = std::min(chunk, T - a);
     std::memcpy(Ms, starts + ci * HH, HH * sizeof(S));
     for (int64_t s = 0; s < L; ++s) {  // recompute the gates, M_a..M_{a+L} and the clamp masks
-      gates<S, true>(x, a + s, H, Cs + s * HH, dCs + s * HH);
-      step<S, CLAMP, CLAMP>(x, a + s, H, clamp, Cs + s * HH, Ms + s * HH, Ms + (s + 1) * HH, nullptr,
-                            CLAMP ? masks + s * HH : nullptr);
+      gates(x, a + s, H, Cs + s * HH, dCs + s * HH);
+      step<S, CLAMP>(x, a + s, H, clamp, Cs + s * HH, Ms + s * HH, Ms + (s + 1) * HH, CLAMP ? masks + s * HH : nullptr);
     }
     for (int64_t s = L - 1; s >= 0; --s) {
       const int64_t t = a + s;
@@ -146,22 +183,19 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
   }
 }
 
-// One batch row's forward: M [H,H] holds M_0 in and M_T out; h [T,H]; starts [n,H,H] or nullptr;
-// other and C [H,H]: scratch.
+// One batch row's forward: M [H,H] holds M_0 in and M_T out; h [T,H]; starts [n,H,H] (not
+// transposed) or nullptr; Mt and Ct [H,H]: scratch for the transposed state and gates.
 template <typename S, bool CLAMP>
-void forward_row(const Row<S>& x, S* M, S* other, S* C, S* h, S* starts, int64_t T, int64_t H, int64_t chunk,
+void forward_row(const Row<S>& x, S* M, S* Mt, S* Ct, S* h, S* starts, int64_t T, int64_t H, int64_t chunk,
                  S clamp) {
   const int64_t HH = H * H;
-  S* out = M;
-  S* cur = M;
-  S* next = other;  // the state ping-pongs between M and `other`
+  transpose(M, Mt, H);
   for (int64_t t = 0; t < T; ++t) {
-    if (starts && t % chunk == 0) std::memcpy(starts + (t / chunk) * HH, cur, HH * sizeof(S));
-    gates<S, false>(x, t, H, C, nullptr);
-    step<S, CLAMP, false>(x, t, H, clamp, C, cur, next, h + t * H, nullptr);
-    std::swap(cur, next);
+    if (starts && t % chunk == 0) transpose(Mt, starts + (t / chunk) * HH, H);
+    gates<S, false>(x.vc + t * H, x.th + t * H, x.keep, t, H, Ct, nullptr);  // Xᵀ = vc ⊗ θ
+    step_transposed<S, CLAMP>(x, t, H, clamp, Ct, Mt, h + t * H);
   }
-  if (cur != out) std::memcpy(out, cur, HH * sizeof(S));
+  transpose(Mt, M, H);
 }
 
 }  // namespace
@@ -193,17 +227,17 @@ std::vector<at::Tensor> shm_forward(at::Tensor th, at::Tensor vc, at::Tensor ev,
   AT_DISPATCH_FLOATING_TYPES(th.scalar_type(), "shm_forward", [&] {
     using S = scalar_t;
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<S> other(HH), C(HH);
+      std::vector<S> Mt(HH), Ct(HH);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t o = b * T * H;
         Row<S> x{th.data_ptr<S>() + o, vc.data_ptr<S>() + o, ev.data_ptr<S>() + o, k.data_ptr<S>() + o,
                  q.data_ptr<S>() + o, has_keep ? keep.data_ptr<S>() + b * T : nullptr};
         S* st = save ? starts.data_ptr<S>() + b * n * HH : nullptr;
         if (has_clamp)
-          forward_row<S, true>(x, MT.data_ptr<S>() + b * HH, other.data(), C.data(), h.data_ptr<S>() + o, st, T, H, chunk,
+          forward_row<S, true>(x, MT.data_ptr<S>() + b * HH, Mt.data(), Ct.data(), h.data_ptr<S>() + o, st, T, H, chunk,
                                static_cast<S>(clamp));
         else
-          forward_row<S, false>(x, MT.data_ptr<S>() + b * HH, other.data(), C.data(), h.data_ptr<S>() + o, st, T, H, chunk,
+          forward_row<S, false>(x, MT.data_ptr<S>() + b * HH, Mt.data(), Ct.data(), h.data_ptr<S>() + o, st, T, H, chunk,
                                 S(0));
       }
     });

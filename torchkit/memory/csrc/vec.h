@@ -33,7 +33,9 @@ template <typename V> inline V load(const typename Lanes<V>::S* p) {
   return v;
 }
 template <typename V> inline void store(typename Lanes<V>::S* p, V v) { std::memcpy(p, &v, sizeof(V)); }
-// A running sum fed packs and scalars: packs accumulate lane-wise, summed across lanes once.
+// A running sum fed packs and scalars: packs accumulate lane-wise and are summed across lanes once,
+// by halving (a shuffle and an add per halving instead of a serial chain of lane-by-lane adds).
+typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
 template <typename S> struct Sum {
   f16 wide{};
   f8 pack{};
@@ -44,26 +46,30 @@ template <typename S> struct Sum {
     else tail += v;
   }
   S value() const {
-    S s = tail;
     if constexpr (std::is_same_v<S, float>) {
-      for (int64_t l = 0; l < W; ++l) s += pack[l];
+      f8 v = pack;
       if constexpr (kWide)
-        for (int64_t l = 0; l < 2 * W; ++l) s += wide[l];
+        v += __builtin_shufflevector(wide, wide, 0, 1, 2, 3, 4, 5, 6, 7) +
+             __builtin_shufflevector(wide, wide, 8, 9, 10, 11, 12, 13, 14, 15);
+      f4 h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+      h += __builtin_shufflevector(h, h, 2, 3, 0, 1);
+      h += __builtin_shufflevector(h, h, 1, 0, 3, 2);
+      return tail + h[0];
+    } else {
+      return tail;
     }
-    return s;
   }
 };
 
-// exp(y) for y <= 0 in float: y = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness),
-// exp(r) by the polynomial of Cephes' expf (relative error ~1e-7) evaluated in Estrin's scheme,
-// times 2^n from the exponent bits. n = round(y / ln2) by adding and subtracting 1.5·2^23, whose
-// low mantissa bits then hold n as an integer. Short dependency chains matter here: the loops
-// are latency-bound. Below y = -87 the result stays ~1e-38 instead of going denormal: C and tanh'
-// are exactly 0 or 2 there either way.
-template <typename V> inline V exp_nonpositive(V y) {
+// exp(y) in float for y in [-87, 87] (arguments outside are clamped to it, so the result stays a
+// normal float: ~1e-38 at the bottom, ~6e37 at the top): y = n ln2 + r with |r| <= ln2/2 (ln2 split
+// in two for exactness), exp(r) by the polynomial of Cephes' expf (relative error ~1e-7) evaluated
+// in Estrin's scheme, times 2^n from the exponent bits. n = round(y / ln2) by adding and
+// subtracting 1.5·2^23, whose low mantissa bits then hold n as an integer. Short dependency chains
+// matter here: the loops are latency-bound.
+template <typename V> inline V exp_in_range(V y) {
   using I = typename Lanes<V>::I;
   constexpr float magic = 12582912.0f;  // 1.5·2^23
-  y = y < -87.0f ? V{} - 87.0f : y;
   const V s = y * 1.44269504088896341f + magic;
   const V n = s - magic;
   const V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
@@ -84,6 +90,12 @@ template <typename V> inline V exp_nonpositive(V y) {
   std::memcpy(&scale, &bits, sizeof(V));
   return (r2 * p + r + 1.0f) * scale;
 }
+template <typename V> inline V exp_clamped(V y) {
+  y = y < -87.0f ? V{} - 87.0f : y;
+  return exp_in_range(y > 87.0f ? V{} + 87.0f : y);
+}
+// exp(y) for y <= 0 (one comparison fewer than exp_clamped).
+template <typename V> inline V exp_nonpositive(V y) { return exp_in_range(y < -87.0f ? V{} - 87.0f : y); }
 template <> inline double exp_nonpositive<double>(double y) { return std::exp(y); }
 
 // σ(x) = 1 / (1 + exp(-x)) and tanh(x) = 2σ(2x) - 1 from e = exp(-|x|) (exp of a non-positive
