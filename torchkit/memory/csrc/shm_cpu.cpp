@@ -74,9 +74,13 @@ inline void gates(const S* a, const S* b, const S* keep, int64_t t, int64_t H, S
   });
 }
 
+// The backward's gates for X = θ ⊗ vc: C and, in float64 only, dC. float32 takes keep·tanh'(X) =
+// C (2 − C) from C in the adjoint instead (keep ∈ {0, 1}), as the eager backend does: one [H·H]
+// array fewer to write and read back; its absolute error (~2e-7) is float32's resolution of C.
+template <typename S> constexpr bool kSavesDC = std::is_same_v<S, double>;
 template <typename S>
-inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {  // X = θ ⊗ vc, with dC
-  gates<S, true>(x.th + t * H, x.vc + t * H, x.keep, t, H, C, dC);
+inline void gates(const Row<S>& x, int64_t t, int64_t H, S* C, S* dC) {
+  gates<S, kSavesDC<S>>(x.th + t * H, x.vc + t * H, x.keep, t, H, C, dC);
 }
 
 // Forward step for one batch row on the transposed state Mt = Mᵀ, given its transposed gates Ct:
@@ -133,7 +137,7 @@ struct Grads {
 
 // One batch row's backward. starts [n,H,H]: the saved chunk states; D [H,H]: dL/dM_T in, dL/dM_0
 // out. Scratch for a chunk: its recomputed states Ms [(chunk+1)·H·H], and per step its gates
-// Cs, dCs and (with CLAMP) clamp masks [chunk·H·H].
+// Cs, dCs (float64 only) and (with CLAMP) clamp masks [chunk·H·H].
 template <typename S, bool CLAMP>
 void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* starts, S* __restrict__ D, int64_t T,
                   int64_t H, int64_t chunk, S clamp, S* Ms, S* Cs, S* dCs, S* masks) {
@@ -142,7 +146,7 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
     const int64_t a = ci * chunk, L = std::min(chunk, T - a);
     std::memcpy(Ms, starts + ci * HH, HH * sizeof(S));
     for (int64_t s = 0; s < L; ++s) {  // recompute the gates, M_a..M_{a+L} and the clamp masks
-      gates(x, a + s, H, Cs + s * HH, dCs + s * HH);
+      gates(x, a + s, H, Cs + s * HH, kSavesDC<S> ? dCs + s * HH : nullptr);
       step<S, CLAMP>(x, a + s, H, clamp, Cs + s * HH, Ms + s * HH, Ms + (s + 1) * HH, CLAMP ? masks + s * HH : nullptr);
     }
     for (int64_t s = L - 1; s >= 0; --s) {
@@ -151,7 +155,7 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
       const S* Mp = Ms + s * HH;
       const S* mask = CLAMP ? masks + s * HH : nullptr;
       const S* Ct = Cs + s * HH;
-      const S* dCt = dCs + s * HH;
+      const S* dCt = kSavesDC<S> ? dCs + s * HH : nullptr;
       const S *tht = x.th + t * H, *vct = x.vc + t * H, *evt = x.ev + t * H, *kt = x.k + t * H,
               *qt = x.q + t * H, *dht = dh + t * H;
       S *dqt = d.q + t * H, *dkt = d.k + t * H, *dvct = d.vc + t * H;
@@ -160,7 +164,7 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
       std::fill(dvct, dvct + H, S(0));
       for (int64_t i = 0; i < H; ++i) {
         const S th_i = tht[i], ev_i = evt[i], dh_i = dht[i];
-        const S *ci = Ct + i * H, *dci = dCt + i * H;
+        const S *ci = Ct + i * H, *dci = kSavesDC<S> ? dCt + i * H : nullptr;
         S* Di = D + i * H;
         const S* mt = Mt + i * H;
         const S* mp = Mp + i * H;
@@ -171,10 +175,14 @@ void backward_row(const Row<S>& x, const Grads<S>& d, const S* dh, const S* star
           if constexpr (CLAMP) gr = gr * load<V>(mask + i * H + j);  // dL/dP_t
           dev_i.add(gr * load<V>(kt + j));
           store<V>(dkt + j, load<V>(dkt + j) + gr * ev_i);
-          const V dX = gr * load<V>(mp + j) * load<V>(dci + j);       // dL/dX (dC holds keep)
+          const V c = load<V>(ci + j);
+          V dc;                                                        // keep tanh'(X)
+          if constexpr (kSavesDC<S>) dc = load<V>(dci + j);
+          else dc = c * (2 - c);
+          const V dX = gr * load<V>(mp + j) * dc;                      // dL/dX
           dth_i.add(dX * load<V>(vct + j));
           store<V>(dvct + j, load<V>(dvct + j) + dX * th_i);
-          store<V>(Di + j, load<V>(ci + j) * gr);                     // dL/dM_{t-1}
+          store<V>(Di + j, c * gr);                                    // dL/dM_{t-1}
         });
         d.ev[t * H + i] = dev_i.value();
         d.th[t * H + i] = dth_i.value();
@@ -260,7 +268,7 @@ std::vector<at::Tensor> shm_backward(at::Tensor th, at::Tensor vc, at::Tensor ev
   AT_DISPATCH_FLOATING_TYPES(th.scalar_type(), "shm_backward", [&] {
     using S = scalar_t;
     at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<S> Ms((chunk + 1) * HH), Cs(chunk * HH), dCs(chunk * HH), masks(has_clamp ? chunk * HH : 0);
+      std::vector<S> Ms((chunk + 1) * HH), Cs(chunk * HH), dCs(kSavesDC<S> ? chunk * HH : 0), masks(has_clamp ? chunk * HH : 0);
       for (int64_t b = b0; b < b1; ++b) {
         const int64_t o = b * T * H;
         Row<S> x{th.data_ptr<S>() + o, vc.data_ptr<S>() + o, ev.data_ptr<S>() + o, k.data_ptr<S>() + o,
