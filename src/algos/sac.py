@@ -97,15 +97,17 @@ class SAC:
             v_next = torch.min(q1_t, q2_t) - alpha * logp_next[:, 1:]
             y = rew.unsqueeze(-1) + (1.0 - term.unsqueeze(-1)) * self.gamma * v_next
 
-        h = agent.critic.features(prev_act, prev_rew, obs)                  # [B,T+1,W]
-        q1, q2 = agent.critic.heads(h[:, :T], obs[:, :T], act)             # [B,T,1]
+        # The critic and actor losses read memory outputs at t < T only: its inputs stop at T-1.
+        inputs = (prev_act[:, :T], prev_rew[:, :T], obs[:, :T])
+        h = agent.critic.features(*inputs)                                   # [B,T,W]
+        q1, q2 = agent.critic.heads(h, obs[:, :T], act)                    # [B,T,1]
         qf1_loss = masked_mean((q1 - y).pow(2), mask, n)
         qf2_loss = masked_mean((q2 - y).pow(2), mask, n)
         q_grad_norm = self._step(self.critic_opt, qf1_loss + qf2_loss, agent.critic.parameters())
 
         a_new, logp = tanh_gaussian_sample(mean[:, :T], log_std[:, :T])     # reparameterised
         with torch.no_grad():  # gradient reaches the actor through ã only
-            h = agent.critic.features(prev_act, prev_rew, obs)[:, :T]
+            h = agent.critic.features(*inputs)
         agent.critic.requires_grad_(False)  # no critic weight gradients in the actor's backward
         q1_pi, q2_pi = agent.critic.heads(h, obs[:, :T], a_new)
         agent.critic.requires_grad_(True)

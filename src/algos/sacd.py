@@ -64,7 +64,9 @@ class SACDiscrete(SAC):
             v_next = (p_next * (torch.min(q1_t, q2_t) - alpha * logp_next)).sum(-1, keepdim=True)
             y = rew.unsqueeze(-1) + (1.0 - term.unsqueeze(-1)) * self.gamma * v_next
 
-        q1_all, q2_all = agent.critic.action_values(prev_act, prev_rew, obs, slice(0, T))  # [B,T,A]
+        # The critic and actor losses read memory outputs at t < T only: its inputs stop at T-1.
+        inputs = (prev_act[:, :T], prev_rew[:, :T], obs[:, :T])
+        q1_all, q2_all = agent.critic.action_values(*inputs, slice(None))  # [B,T,A]
         idx = act.argmax(-1, keepdim=True)                                 # stored one-hot -> index
         q1, q2 = q1_all.gather(-1, idx), q2_all.gather(-1, idx)            # [B,T,1]
         qf1_loss = masked_mean((q1 - y).pow(2), mask, n)
@@ -72,7 +74,7 @@ class SACDiscrete(SAC):
         q_grad_norm = self._step(self.critic_opt, qf1_loss + qf2_loss, agent.critic.parameters())
 
         with torch.no_grad():  # the actor loss needs no gradient through Q (expectation over actions)
-            q1_pi, q2_pi = agent.critic.action_values(prev_act, prev_rew, obs, slice(0, T))
+            q1_pi, q2_pi = agent.critic.action_values(*inputs, slice(None))
             min_q = torch.min(q1_pi, q2_pi)
         p_t, logp_t = p[:, :T], logp[:, :T]
         policy_loss = masked_mean((p_t * (alpha * logp_t - min_q)).sum(-1, keepdim=True), mask, n)
