@@ -26,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import envs
 from src.agent import RecurrentActorCritic
+from src.allocator import keep_freed_memory
 from src.algos.sac import SAC
 from src.algos.sacd import SACDiscrete
 from src.buffer import EpisodeReplay
@@ -115,6 +116,7 @@ class Trainer:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
         torch.set_num_threads(int(cfg.num_threads))
+        keep_freed_memory()  # glibc: no page faults on every update's activations (src/allocator.py)
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.rng = np.random.default_rng(cfg.seed)
