@@ -14,9 +14,9 @@
 //
 // 1 + tanh(x) = 2σ(2x) = 2 / (1 + e) with e = exp(−2x), and tanh'(x) = 4e / (1 + e)²: no cancellation
 // near C = 0 or C = 2. In float32, exp is a polynomial written in plain arithmetic on packs of
-// floats (vec.h), so the inner loops vectorise; its argument is clamped to ±87 (C is then ~1e-38
-// from 0 or 2 at the ends, below float32's resolution of C's use). float64 uses e = exp(−2|x|) ∈
-// (0, 1], which underflows to exact zeros.
+// floats (vec.h), so the inner loops vectorise; its argument is clamped to ±87, so at the ends C is
+// 2 exactly, or ~3e-38 where tanh would give exactly 0. float64 uses e = exp(−2|x|) ∈ (0, 1], which
+// underflows to exact zeros.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
