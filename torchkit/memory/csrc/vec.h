@@ -17,6 +17,7 @@ typedef float f8 __attribute__((vector_size(W * sizeof(float))));
 typedef int32_t i8 __attribute__((vector_size(W * sizeof(int32_t))));
 typedef float f16 __attribute__((vector_size(2 * W * sizeof(float))));
 typedef int32_t i16 __attribute__((vector_size(2 * W * sizeof(int32_t))));
+typedef float f4 __attribute__((vector_size(4 * sizeof(float))));  // half an f8, for lane sums
 #if defined(__AVX512F__)
 constexpr bool kWide = true;   // 16-float packs first
 #else
@@ -35,7 +36,6 @@ template <typename V> inline V load(const typename Lanes<V>::S* p) {
 template <typename V> inline void store(typename Lanes<V>::S* p, V v) { std::memcpy(p, &v, sizeof(V)); }
 // A running sum fed packs and scalars: packs accumulate lane-wise and are summed across lanes once,
 // by halving (a shuffle and an add per halving instead of a serial chain of lane-by-lane adds).
-typedef float f4 __attribute__((vector_size(4 * sizeof(float))));
 template <typename S> struct Sum {
   f16 wide{};
   f8 pack{};
