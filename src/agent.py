@@ -58,10 +58,14 @@ def obs_embedder(obs_shape: Tuple[int, ...], size: int) -> nn.Module:
 
 
 class SequenceEncoder(nn.Module):
-    """(prev action, prev reward, obs) sequences -> memory features [B, T, W]."""
+    """(prev action, prev reward, obs) sequences -> memory features [B, T, W].
+
+    ``fold_readout``: when the memory ends in a Linear that widens (SHM: 24 -> width), the encoder
+    outputs the narrow z before it and the heads fold that Linear into their first layers
+    (``readout`` is then set; the heads read [readout(z), ...] at the cost of [z, ...])."""
 
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 orthogonal_init: bool = True):
+                 orthogonal_init: bool = True, fold_readout: bool = True):
         super().__init__()
         self.action_emb = Embedder(action_dim, embed["action"])
         self.reward_emb = Embedder(1, embed["reward"])
@@ -73,6 +77,13 @@ class SequenceEncoder(nn.Module):
         if orthogonal_init:
             orthogonal_init_(self.memory)
         self.output_size = self.memory.output_size
+        ro = self.memory.readout
+        self.fold = fold_readout and ro is not None and ro.in_features < ro.out_features
+
+    @property
+    def readout(self) -> Optional[nn.Linear]:
+        """The memory's final Linear when the heads apply it (folded), else None."""
+        return self.memory.readout if self.fold else None
 
     def inputs(self, prev_action: Tensor, prev_reward: Tensor, obs: Tensor,
                obs_emb: Optional[Tensor] = None) -> Tensor:
@@ -82,18 +93,21 @@ class SequenceEncoder(nn.Module):
 
     def forward(self, prev_action, prev_reward, obs, state: Optional[State] = None,
                 reset: Optional[Tensor] = None, obs_emb: Optional[Tensor] = None) -> Tuple[Tensor, State]:
-        return self.memory(self.inputs(prev_action, prev_reward, obs, obs_emb), state, reset)
+        memory = self.memory.forward_unread if self.fold else self.memory
+        return memory(self.inputs(prev_action, prev_reward, obs, obs_emb), state, reset)
 
     def step(self, prev_action, prev_reward, obs, state: State,
              reset: Optional[Tensor] = None, obs_emb: Optional[Tensor] = None) -> Tuple[Tensor, State]:
-        return self.memory.step(self.inputs(prev_action, prev_reward, obs, obs_emb), state, reset)
+        step = self.memory.step_unread if self.fold else self.memory.step
+        return step(self.inputs(prev_action, prev_reward, obs, obs_emb), state, reset)
 
 
 class Actor(nn.Module):
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False):
+                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False,
+                 fold_readout: bool = True):
         super().__init__()
-        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init)
+        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init, fold_readout)
         if is_image(obs_shape) and embed["current_obs"] > 0 and embed["current_obs"] == embed["obs"]:
             self.current_obs_emb = self.encoder.obs_emb  # one CNN for memory input and shortcut
         else:
@@ -107,7 +121,7 @@ class Actor(nn.Module):
         """Continuous: (mean, log_std); discrete: logits [..., |A|]. ``obs_emb``: the shared CNN's
         embedding of ``obs`` when already computed."""
         cur = obs_emb if obs_emb is not None else self.current_obs_emb(obs)
-        return self.head(torch.cat([features, cur], -1))
+        return self.head(torch.cat([features, cur], -1), self.encoder.readout)
 
     def _shared_emb(self, obs: Tensor) -> Optional[Tensor]:
         """One CNN pass for the memory input and the current-observation input, when they share it."""
@@ -127,9 +141,10 @@ class Actor(nn.Module):
 
 class Critic(nn.Module):
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False):
+                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False,
+                 fold_readout: bool = True):
         super().__init__()
-        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init)
+        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init, fold_readout)
         self.discrete = discrete
         if is_image(obs_shape):
             if not discrete:
@@ -162,7 +177,8 @@ class Critic(nn.Module):
         else:
             s = self.shortcut(obs) if self.discrete else self.shortcut(torch.cat([obs, action], -1))
         x = torch.cat([features, s], -1)
-        return self.q1(x), self.q2(x)
+        readout = self.encoder.readout
+        return self.q1(x, readout), self.q2(x, readout)
 
     def action_values(self, prev_action, prev_reward, obs, rows: slice) -> Tuple[Tensor, Tensor]:
         """Discrete: Q1, Q2 [B, len(rows), |A|] at sequence positions ``rows`` of whole sequences; the
@@ -178,13 +194,17 @@ class RecurrentActorCritic(nn.Module):
 
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
                  actor_memory: Optional[MemoryFactory] = None, policy_layers=(128, 128),
-                 q_layers=(128, 128), orthogonal_init: bool = True, discrete: bool = False):
-        """``discrete``: ``action_dim`` = |A|, actions are one-hot vectors (inputs and ``act`` output)."""
+                 q_layers=(128, 128), orthogonal_init: bool = True, discrete: bool = False,
+                 fold_readout: bool = True):
+        """``discrete``: ``action_dim`` = |A|, actions are one-hot vectors (inputs and ``act`` output).
+        ``fold_readout``: heads fold a widening final Linear of the memory into their first layers
+        (the same function, fewer FLOPs; see SequenceEncoder)."""
         super().__init__()
         self.obs_shape, self.action_dim, self.discrete = tuple(obs_shape), action_dim, discrete
         self.actor = Actor(obs_shape, action_dim, embed, actor_memory or memory, policy_layers, orthogonal_init,
-                           discrete)
-        self.critic = Critic(obs_shape, action_dim, embed, memory, q_layers, orthogonal_init, discrete)
+                           discrete, fold_readout)
+        self.critic = Critic(obs_shape, action_dim, embed, memory, q_layers, orthogonal_init, discrete,
+                             fold_readout)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
 

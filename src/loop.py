@@ -152,7 +152,8 @@ class Trainer:
         self.agent = RecurrentActorCritic(
             self.obs_space.shape, self.action_dim, dict(cfg.agent.embed), memory, actor_memory,
             policy_layers=list(cfg.agent.policy_layers), q_layers=list(cfg.agent.q_layers),
-            orthogonal_init=cfg.agent.orthogonal_init, discrete=self.discrete).to(self.device)
+            orthogonal_init=cfg.agent.orthogonal_init, discrete=self.discrete,
+            fold_readout=cfg.agent.get("fold_readout", True)).to(self.device)
         a = cfg.algo
         if self.discrete:
             self.algo = SACDiscrete(self.agent, gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr,

@@ -151,3 +151,28 @@ def test_every_parameter_gets_gradient(name):
     y.square().sum().backward()
     for name, p in layer.named_parameters():
         assert p.grad is not None and bool(p.grad.abs().sum() > 0), f"no gradient for {name}"
+
+
+def test_unread_forms_are_forward_without_the_readout(layer):
+    """forward = readout(forward_unread), step = readout(step_unread); no readout: unread = plain."""
+    x = _x()
+    y, s = _seeded(layer, lambda: layer(x))
+    z, s_z = _seeded(layer, lambda: layer.forward_unread(x))
+    readout = layer.readout
+    if readout is None:
+        _close(z, y)
+    else:
+        assert isinstance(readout, torch.nn.Linear) and readout.out_features == layer.output_size
+        assert z.shape == (B, T, readout.in_features)
+        _close(readout(z), y)
+    _states_close(s, s_z)
+    s0 = layer.initial_state(B, x.device)
+    y1, s1 = _seeded(layer, lambda: layer.step(x[:, 0], s0))
+    z1, s1_z = _seeded(layer, lambda: layer.step_unread(x[:, 0], s0))
+    _close(y1, z1 if readout is None else readout(z1))
+    _states_close(s1, s1_z)
+
+
+def test_layers_ending_in_a_linear_expose_it():
+    """The readout fold (src/agent.py) only pays off if the layers that can have it do."""
+    assert {name for name in MODELS if build(name).readout is not None} == {"shm", "fwp", "mlstm", "s6"}

@@ -124,3 +124,36 @@ def test_sac_learns_a_continuous_bandit_through_the_recurrent_agent():
     state = agent.initial_actor_state(1)
     a, _ = agent.act(torch.zeros(1, 2), torch.zeros(1, 1), torch.ones(1, 3), state, deterministic=True)
     assert (a[0] - target).abs().max() < 0.1, a
+
+
+def test_folded_readout_gives_the_same_agent_and_gradients():
+    """Heads that fold SHM's widening readout into their first layer (fold_readout, the default)
+    compute the same Q values, policy and parameter gradients as heads reading the memory output."""
+    from torchkit.memory.shm import SHM
+
+    def build(fold):
+        torch.manual_seed(0)
+        return RecurrentActorCritic((3,), 2, EMBED, lambda d: SHM(d, 16, mem_size=4, num_thetas=3),
+                                    policy_layers=[16, 16], q_layers=[16, 16], fold_readout=fold).double()
+
+    folded, plain = build(True), build(False)
+    assert folded.critic.encoder.readout is folded.critic.encoder.memory.out and folded.actor.encoder.fold
+    assert plain.critic.encoder.readout is None
+    g = torch.Generator().manual_seed(1)
+    pa, pr, obs = (torch.randn(2, 5, n, generator=g, dtype=torch.float64) for n in (2, 1, 3))
+    act = torch.rand(2, 5, 2, generator=g, dtype=torch.float64) * 2 - 1
+    outs = []
+    for agent in (folded, plain):
+        torch.manual_seed(7)  # same θ rows drawn
+        h = agent.critic.features(pa, pr, obs)
+        q1, q2 = agent.critic.heads(h, obs, act)
+        (mean, log_std), _ = agent.actor(pa, pr, obs)
+        (q1.sum() + 2 * q2.sum() + mean.square().sum() + log_std.sum()).backward()
+        state = agent.initial_actor_state(2)
+        torch.manual_seed(8)
+        (m1, _), _ = agent.actor.step(pa[:, 0], pr[:, 0], obs[:, 0], state)
+        outs.append((q1, q2, mean, log_std, m1, [p.grad for p in agent.parameters() if p.requires_grad]))
+    for a, b in zip(outs[0][:5], outs[1][:5]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(outs[0][5], outs[1][5]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +98,15 @@ def relu_mlp(x: Tensor, layers: Sequence[Tuple[Tensor, Tensor]]) -> Tensor:
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def fold_readout(weight: Tensor, bias: Tensor, readout: nn.Linear) -> Tuple[Tensor, Tensor]:
+    """A first layer reading x = [y, rest] with y = readout(z) (weight [h, O + r], bias [h]) -> the same
+    layer reading [z, rest]: weight [h, Z + r] = [W_y W_o, W_rest], bias b + W_y b_o. Gradients reach
+    W_y and the readout's W_o, b_o through these small products."""
+    w_y = weight[:, :readout.out_features]                                    # [h, O]
+    return (torch.cat([w_y @ readout.weight, weight[:, readout.out_features:]], 1),
+            torch.addmv(bias, w_y, readout.bias))
+
+
 class MLP(nn.Module):
     """ReLU MLP; hidden layers fan-in initialised, last layer uniform(±init_w)."""
 
@@ -118,8 +127,18 @@ class MLP(nn.Module):
     def hidden_layers(self) -> List[Tuple[Tensor, Tensor]]:
         return [(m.weight, m.bias) for m in self.body if isinstance(m, nn.Linear)]
 
-    def forward(self, x: Tensor) -> Tensor:
-        return relu_mlp(x, [*self.hidden_layers(), (self.last.weight, self.last.bias)])
+    def layers(self, readout: Optional[nn.Linear] = None,
+               last: Optional[Tuple[Tensor, Tensor]] = None) -> List[Tuple[Tensor, Tensor]]:
+        """(weight, bias) of every layer (``last`` in place of the last one's); ``readout``: the first
+        layer folded to read z (see fold_readout)."""
+        layers = [*self.hidden_layers(), last or (self.last.weight, self.last.bias)]
+        if readout is not None:
+            layers[0] = fold_readout(*layers[0], readout)
+        return layers
+
+    def forward(self, x: Tensor, readout: Optional[nn.Linear] = None) -> Tensor:
+        """x [..., in_size] -> [..., out_size]; with ``readout``, x = [z, rest] stands for [readout(z), rest]."""
+        return relu_mlp(x, self.layers(readout))
 
 
 class Embedder(nn.Module):
@@ -164,11 +183,12 @@ class TanhGaussianHead(nn.Module):
         nn.init.uniform_(self.log_std.weight, -init_w, init_w)
         nn.init.uniform_(self.log_std.bias, -init_w, init_w)
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, readout: Optional[nn.Linear] = None) -> Tuple[Tensor, Tensor]:
+        """As ``MLP.forward`` (``readout``: x = [z, rest] stands for [readout(z), rest])."""
         # mean and log_std layers as one [2A, hidden] output layer of the fused MLP
         out = (torch.cat([self.mlp.last.weight, self.log_std.weight]),
                torch.cat([self.mlp.last.bias, self.log_std.bias]))
-        y = relu_mlp(x, [*self.mlp.hidden_layers(), out])
+        y = relu_mlp(x, self.mlp.layers(readout, last=out))
         mean, log_std = y.split(self.log_std.out_features, -1)
         return mean, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 

@@ -8,6 +8,11 @@ Every layer is batch-first and exposes three calls:
 
 ``reset[b, t] = True`` means x[b, t] is the first input of a new episode: the state is replaced by
 the initial state *before* x[b, t] is consumed. ``state=None`` means the initial state.
+
+Layers whose last operation is a Linear (``ReadoutMemory``: y = readout(z)) also expose
+``forward_unread``/``step_unread`` -> (z, state), so that a consumer feeding y straight into a Linear
+of its own can fold the two into one (W₁·(W_o z + b_o) = (W₁W_o) z + W₁b_o): fewer FLOPs whenever z
+is narrower than y (SHM: z has mem_size 24 columns, y has width 64-512).
 """
 from __future__ import annotations
 
@@ -25,6 +30,9 @@ class Memory(nn.Module):
     input_size: int
     output_size: int
 
+    #: The final Linear (y = readout(z)) of layers that end in one; None for the others.
+    readout: Optional[nn.Linear] = None
+
     def initial_state(self, batch_size: int, device=None) -> State:
         raise NotImplementedError
 
@@ -36,6 +44,15 @@ class Memory(nn.Module):
         """One time step. Default: forward on a length-1 sequence; override for a faster path."""
         y, state = self.forward(x.unsqueeze(1), state, None if reset is None else reset.unsqueeze(1))
         return y.squeeze(1), state
+
+    def forward_unread(self, x: Tensor, state: Optional[State] = None,
+                       reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        """(z, state) with forward's y = readout(z); y itself when the layer has no readout."""
+        return self.forward(x, state, reset)
+
+    def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        """``step`` without the readout, as ``forward_unread``."""
+        return self.step(x, state, reset)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _state_or_initial(self, state: Optional[State], x: Tensor) -> State:
@@ -53,6 +70,35 @@ class Memory(nn.Module):
             keep = (~reset_b).view(-1, *([1] * (s.dim() - 1)))
             out.append(torch.where(keep, s, s0.to(s.dtype)))
         return tuple(out)
+
+
+class ReadoutMemory(Memory):
+    """A layer ending in the Linear ``self.out`` (y = out(z)): subclasses implement ``forward_unread``
+    (and ``step_unread`` for a fast acting path); ``forward``/``step`` apply the readout."""
+
+    out: nn.Linear
+
+    @property
+    def readout(self) -> nn.Linear:
+        return self.out
+
+    def forward_unread(self, x: Tensor, state: Optional[State] = None,
+                       reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        raise NotImplementedError
+
+    def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        """Default: ``forward_unread`` on a length-1 sequence."""
+        z, state = self.forward_unread(x.unsqueeze(1), state, None if reset is None else reset.unsqueeze(1))
+        return z.squeeze(1), state
+
+    def forward(self, x: Tensor, state: Optional[State] = None,
+                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        z, state = self.forward_unread(x, state, reset)
+        return self.out(z), state
+
+    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        z, state = self.step_unread(x, state, reset)
+        return self.out(z), state
 
 
 def has_inner_resets(reset: Optional[Tensor]) -> bool:

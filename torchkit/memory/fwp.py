@@ -21,7 +21,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import Memory, State
+from .base import ReadoutMemory, State
 from .util import check_positive_ints, sumnorm_relu
 
 
@@ -52,7 +52,7 @@ def _delta_chunk(S: Tensor, k: Tensor, q: Tensor, v: Tensor, beta: Tensor, reset
     return y, S * keep_S + (U * last).transpose(1, 2) @ k
 
 
-class FWP(Memory):
+class FWP(ReadoutMemory):
     """Delta-rule fast weights; state = (M [B,H,H],). Forward: chunkwise (default) or a step loop."""
 
     def __init__(self, input_size: int, output_size: int = 512, mem_size: int = 24,
@@ -89,10 +89,11 @@ class FWP(Memory):
         v_old = (M * k.unsqueeze(-2)).sum(-1)                          # v̄ = M k        [B,H]
         return M + (beta * (v - v_old)).unsqueeze(-1) * k.unsqueeze(-2)  # + β(v − v̄) kᵀ
 
-    def _read(self, M: Tensor, q: Tensor, s: Tensor) -> Tensor:
-        return self.out((M * q.unsqueeze(-2)).sum(-1) + s)
+    @staticmethod
+    def _read(M: Tensor, q: Tensor, s: Tensor) -> Tensor:
+        return (M * q.unsqueeze(-2)).sum(-1) + s  # M q + shortcut (before the readout)
 
-    def forward(self, x: Tensor, state: Optional[State] = None,
+    def forward_unread(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._state_or_initial(state, x)
         k, q, v, beta, s = self._project(x)  # [B,T,H] (β: [B,T,1])
@@ -103,7 +104,7 @@ class FWP(Memory):
                 y, M = _delta_chunk(M, k[:, sl], q[:, sl], v[:, sl], beta[:, sl],
                                     None if reset is None else reset[:, sl])
                 ys.append(y)
-            return self.out(torch.cat(ys, 1) + s), (M,)
+            return torch.cat(ys, 1) + s, (M,)
         T = x.shape[1]
         keeps = [None] * T if reset is None else (~reset).to(M.dtype)[:, :, None, None].unbind(1)
         Ms = []
@@ -114,7 +115,7 @@ class FWP(Memory):
             Ms.append(M)
         return self._read(torch.stack(Ms, 1), q, s), (M,)  # read all steps at once: [B,T,H,H]
 
-    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._apply_reset(state, reset)
         k, q, v, beta, s = self._project(x)  # [B,H]
         M = self._update(M, k, v, beta)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Memory, State
+from .base import ReadoutMemory, State
 from .util import check_positive_ints
 
 
-class MLSTM(Memory):
+class MLSTM(ReadoutMemory):
     """mLSTM; state = (C' [B,H,H], n' [B,H], m [B,1]), zeros at the start."""
 
     max_parallel_len = 256  # longer inputs are processed in windows of this length (memory O(B·T·256))
@@ -57,12 +57,12 @@ class MLSTM(Memory):
                 self.igate(x).squeeze(-1), F.logsigmoid(self.fgate(x)).squeeze(-1))
 
     def _read(self, num: Tensor, den: Tensor, m: Tensor, o: Tensor) -> Tensor:
-        """num [...,H] = C'q, den [...] = n'·q, m [...]: y = W_out(o ⊙ num / max(|den|, e^{-m}))."""
+        """num [...,H] = C'q, den [...] = n'·q, m [...]: z = o ⊙ num / max(|den|, e^{-m}) (y = W_out z)."""
         den = torch.maximum(den.abs(), torch.exp(-m)).clamp_min(torch.finfo(den.dtype).tiny)
-        return self.out(o * num / den.unsqueeze(-1))
+        return o * num / den.unsqueeze(-1)
 
     # ------------------------------------------------------------------------ recurrent form
-    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         C, n, m = self._apply_reset(state, reset)  # [B,H,H], [B,H], [B,1]
         q, k, v, o, i_pre, log_f = self._project(x)  # [B,H] ×4, [B] ×2
         i_pre, log_f = i_pre.unsqueeze(-1), log_f.unsqueeze(-1)  # [B,1]
@@ -76,8 +76,8 @@ class MLSTM(Memory):
         return self._read(num, den, m_new.squeeze(-1), o), (C, n, m_new)
 
     # ------------------------------------------------------------------------ parallel form
-    def forward(self, x: Tensor, state: Optional[State] = None,
-                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def forward_unread(self, x: Tensor, state: Optional[State] = None,
+                       reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         state = self._state_or_initial(state, x)
         ys, L = [], self.max_parallel_len
         for a in range(0, x.shape[1], L):

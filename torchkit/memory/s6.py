@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .base import Memory, State
+from .base import ReadoutMemory, State
 from .scan import BACKENDS, scan_backend
 
 
@@ -224,7 +224,7 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0:
         return _SelectiveScan.apply(*args, h0, keep)
 
 
-class S6(Memory):
+class S6(ReadoutMemory):
     """Mamba block + Linear(d_model -> output_size); state = (h [B,E,N], conv window [B,E,d_conv-1])."""
 
     def __init__(self, input_size: int, output_size: int = 512, d_state: int = 512, expand: int = 2,
@@ -286,8 +286,8 @@ class S6(Memory):
         alive = (n[:, T:] == n[:, -1:])[..., None]                    # [B,K-1,1]
         return out + self.conv1d.bias, (xp[:, T:] * alive).transpose(1, 2)
 
-    def forward(self, x: Tensor, state: Optional[State] = None,
-                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def forward_unread(self, x: Tensor, state: Optional[State] = None,
+                       reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         h0, window = self._state_or_initial(state, x)
         u, res = self.in_proj(x).chunk(2, dim=-1)                     # [B,T,E] each
         u, window = self._conv(u, window, reset)
@@ -298,4 +298,4 @@ class S6(Memory):
         keep = None if reset is None else (~reset).to(x.dtype)        # [B,T]; 0 zeroes h_{t-1}
         y, h = selective_scan(u, dt, A, Bm, Cm, h0.to(x.dtype), keep, self.scan, self.backend)
         y = (y + u * self.D) * F.silu(res)                            # [B,T,E]
-        return self.out(self.out_proj(y)), (h, window)
+        return self.out_proj(y), (h, window)  # readout: out

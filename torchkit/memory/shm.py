@@ -17,13 +17,13 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import Memory, State
+from .base import ReadoutMemory, State
 from .scan import SHM_BACKENDS, hadamard_scan, shm_scan, shm_step
 from .util import check_positive_ints, sumnorm_relu
 
 
-class SHM(Memory):
-    """Stable Hadamard Memory; state = (M [B,H,H],)."""
+class SHM(ReadoutMemory):
+    """Stable Hadamard Memory; state = (M [B,H,H],); readout ``out``: y = out(M q + shortcut)."""
 
     scan_chunk: Optional[int] = None  # scan=reference: hadamard_scan's chunk (None: per-device default)
 
@@ -81,28 +81,29 @@ class SHM(Memory):
         U = ev.unsqueeze(-1) * k.unsqueeze(-2)                        # U[i,j] = η v_i k_j
         return C, U, q, s
 
-    def _read(self, M: Tensor, q: Tensor, s: Tensor) -> Tensor:
-        return self.out((M * q.unsqueeze(-2)).sum(-1) + s)  # W_o (M q + shortcut)
+    @staticmethod
+    def _read(M: Tensor, q: Tensor, s: Tensor) -> Tensor:
+        return (M * q.unsqueeze(-2)).sum(-1) + s  # M q + shortcut (before the readout)
 
-    def forward(self, x: Tensor, state: Optional[State] = None,
-                reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def forward_unread(self, x: Tensor, state: Optional[State] = None,
+                       reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M0,) = self._state_or_initial(state, x)
         if self.scan == "fused":
             theta, vc, ev, k, q, s = self._factors(x)  # [B,T,H] each
             h, M = shm_scan(theta, vc, ev, k, q, M0, clamp=self.clamp, reset=reset, backend=self.backend)
-            return self.out(h + s), (M,)
+            return h + s, (M,)
         C, U, q, s = self._write(x)  # [B,T,H,H] ×2, [B,T,H] ×2
         if reset is not None:  # the initial state is zero, so a reset = zero decay into x_t
             C = C * (~reset).to(C.dtype)[:, :, None, None]
         M = hadamard_scan(C, U, M0, clamp=self.clamp, chunk=self.scan_chunk)  # [B,T,H,H]
         return self._read(M, q, s), (M[:, -1].contiguous(),)
 
-    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+    def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._apply_reset(state, reset)
         if self.scan == "fused":
             theta, vc, ev, k, q, s = self._factors(x)  # [B,H] each
             h, M = shm_step(theta, vc, ev, k, q, M, clamp=self.clamp)
-            return self.out(h + s), (M,)
+            return h + s, (M,)
         C, U, q, s = self._write(x)  # [B,H,H] ×2, [B,H] ×2
         M = C * M + U
         if self.clamp is not None:
