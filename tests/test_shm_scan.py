@@ -270,3 +270,43 @@ def test_clamp_stats_counts_the_entries_the_clamp_cuts():
     layer.clamp = 1e-3
     s = clamp_stats(layer, x, mask)
     assert 0 < s["entries"] <= 1 and 0 < s["row_steps"] <= 1 and s["peak"] > 1e-3
+
+
+def _inputs_both_ways(layer, x):
+    """SHM's per-step inputs (vc, ev, k, q, s) and d(random sum)/d(x, params) through the C++ input
+    pass and through the PyTorch ops."""
+    out = {}
+    for use_native in (True, False):
+        layer._native_inputs = lambda xh, use_native=use_native: use_native
+        xx = x.clone().requires_grad_()
+        f = layer._factors(xx)[1:]
+        g = torch.Generator().manual_seed(2)
+        loss = sum((o * torch.randn(o.shape, generator=g, dtype=f64).to(o.dtype)).sum() for o in f)
+        grads = torch.autograd.grad(loss, [xx, *layer.parameters()], allow_unused=True)
+        out[use_native] = (*f, *(gr for gr in grads if gr is not None))
+    del layer._native_inputs
+    return out[True], out[False]
+
+
+@needs_native
+def test_native_input_pass_equals_the_pytorch_ops():
+    """csrc/shm_inputs_cpu.cpp: k, q = sumnorm(ReLU), ev = σ(η) v, vc, s and every gradient equal the
+    PyTorch ops in float64, including a row whose key/query pre-activations are all <= 0 (sum 0:
+    k = 0, only eps in the denominator) and exact zeros; float32 is within round-off of float64."""
+    torch.manual_seed(0)
+    layer = SHM(6, output_size=7, mem_size=4, num_thetas=5).double()
+    x = torch.randn(3, 9, 6, dtype=f64)
+    with torch.no_grad():  # row (0, 0): every key/query pre-activation <= 0, some exactly 0
+        xh = layer.norm(x[0, 0])
+        layer.key.weight[:2] = 0.0
+        layer.key.weight[2:] = -xh.sign() * 0.5
+        layer.query.weight.copy_(-xh.sign().expand(4, -1))
+    assert layer._native_inputs(layer.norm(x))  # the path a CPU run takes
+    nat, ref = _inputs_both_ways(layer, x)
+    assert float(nat[2][0, 0].detach().abs().sum()) == 0.0  # k = 0 on the all-negative row
+    assert len(nat) == len(ref) == 5 + 1 + 9  # outputs, dx, LayerNorm (2) and projection (7) gradients
+    for a, b in zip(nat, ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+    nat32, _ = _inputs_both_ways(layer.float(), x.float())
+    for a, b in zip(nat32, ref):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)

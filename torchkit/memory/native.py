@@ -1,4 +1,4 @@
-"""memrl's C++ CPU kernels (``csrc/``: the GRU and SHM recurrences), built on first use.
+"""memrl's C++ CPU kernels (``csrc/``: the GRU and SHM recurrences, SHM's inputs), built on first use.
 
 The extension is compiled once per machine with torch.utils.cpp_extension (a C++ compiler and
 ``ninja``, a package dependency; ~1-2 min) and cached under $TORCH_EXTENSIONS_DIR (default
@@ -20,7 +20,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 _CSRC = Path(__file__).with_name("csrc")
-SOURCES = [_CSRC / name for name in ("bindings.cpp", "gru_cpu.cpp", "shm_cpu.cpp")]
+SOURCES = [_CSRC / name for name in ("bindings.cpp", "gru_cpu.cpp", "shm_cpu.cpp", "shm_inputs_cpu.cpp")]
 
 
 def _isa_flags() -> tuple:

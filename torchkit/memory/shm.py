@@ -17,9 +17,32 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from . import native
 from .base import ReadoutMemory, State
 from .scan import SHM_BACKENDS, hadamard_scan, shm_scan, shm_step
-from .util import check_positive_ints, sumnorm_relu
+from .util import SUMNORM_EPS, check_positive_ints, sumnorm_relu
+
+
+class _NativeInputs(torch.autograd.Function):
+    """x̂ [N,D] -> vc, ev, k, q, s [N,H] through one GEMM, Z = x̂ Wᵀ with W = [W_k; W_q; W_v; W_vc;
+    W_s; w_η] [5H+1, D], and the C++ pass over Z's rows (csrc/shm_inputs_cpu.cpp); the backward is
+    that pass's adjoint and two GEMMs (dx̂ = dZ W, dW = dZᵀ x̂)."""
+
+    @staticmethod
+    def forward(ctx, xh: Tensor, W: Tensor, b_s: Tensor):
+        Z = xh.mm(W.t())                                                   # [N, 5H+1]
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(xh, W, Z)
+        return tuple(native.extension().shm_inputs_forward(Z, b_s, SUMNORM_EPS))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dvc, dev, dk, dq, ds):
+        xh, W, Z = ctx.saved_tensors
+        dZ = native.extension().shm_inputs_backward(Z, dvc, dev, dk, dq, ds, SUMNORM_EPS)
+        need = ctx.needs_input_grad
+        return (dZ.mm(W) if need[0] else None, dZ.t().mm(xh) if need[1] else None,
+                ds.sum(0) if need[2] else None)
 
 
 class SHM(ReadoutMemory):
@@ -69,10 +92,22 @@ class SHM(ReadoutMemory):
     def _factors(self, x: Tensor):
         """Per-step factors for x [...,D]: θ, v_c, η v, k, q and the shortcut s, each [...,H]."""
         xh = self.norm(x)
+        theta = self._sample_theta(tuple(x.shape[:-1]), x.device)
+        if self._native_inputs(xh):
+            W = torch.cat([self.key.weight, self.query.weight, self.value.weight, self.vc.weight,
+                           self.shortcut.weight, self.eta.weight])             # [5H+1, D]
+            outs = _NativeInputs.apply(xh.reshape(-1, self.input_size), W, self.shortcut.bias)
+            vc, ev, k, q, s = (o.view(*x.shape[:-1], self.mem_size) for o in outs)
+            return theta, vc, ev, k, q, s
         k, q = sumnorm_relu(self.key(xh)), sumnorm_relu(self.query(xh))
         ev = torch.sigmoid(self.eta(xh)) * self.value(xh)  # η v
-        theta = self._sample_theta(tuple(x.shape[:-1]), x.device)
         return theta, self.vc(xh), ev, k, q, self.shortcut(xh)
+
+    def _native_inputs(self, xh: Tensor) -> bool:
+        """The C++ input pass serves the fused scan's native backend (auto or native) on CPU."""
+        return (self.scan == "fused" and self.backend in ("auto", "native") and xh.dim() > 1
+                and not torch.compiler.is_compiling() and native.applies(xh)
+                and xh.dtype == self.key.weight.dtype)
 
     def _write(self, x: Tensor):
         """Reference path: C, U [...,H,H], query q [...,H], shortcut s [...,H] for x [...,D]."""

@@ -13,7 +13,10 @@ def check_positive_ints(owner: str, **sizes) -> None:
                              f"set model.memory.{name} (or the agent's input size) to a positive integer")
 
 
-def sumnorm_relu(z: Tensor, eps: float = 1e-5) -> Tensor:
+SUMNORM_EPS = 1e-5
+
+
+def sumnorm_relu(z: Tensor, eps: float = SUMNORM_EPS) -> Tensor:
     """ReLU then divide by the sum over the last axis: non-negative, sums to ≈ 1 (keys/queries)."""
     z = torch.relu(z)
     return z / (eps + z.sum(-1, keepdim=True))

@@ -13,6 +13,9 @@ std::vector<at::Tensor> shm_forward(at::Tensor th, at::Tensor vc, at::Tensor ev,
 std::vector<at::Tensor> shm_backward(at::Tensor th, at::Tensor vc, at::Tensor ev, at::Tensor k, at::Tensor q,
                                      at::Tensor keep, at::Tensor starts, at::Tensor dh, at::Tensor dMT,
                                      double clamp, int64_t chunk);
+std::vector<at::Tensor> shm_inputs_forward(at::Tensor Z, at::Tensor b_s, double eps);
+at::Tensor shm_inputs_backward(at::Tensor Z, at::Tensor dvc, at::Tensor dev, at::Tensor dk, at::Tensor dq,
+                               at::Tensor ds, double eps);
 }  // namespace memrl
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -20,4 +23,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gru_backward", &memrl::gru_backward, "fused GRU recurrence backward (CPU)");
   m.def("shm_forward", &memrl::shm_forward, "fused SHM recurrence forward (CPU)");
   m.def("shm_backward", &memrl::shm_backward, "fused SHM recurrence backward (CPU)");
+  m.def("shm_inputs_forward", &memrl::shm_inputs_forward, "SHM's per-step inputs from its projection (CPU)");
+  m.def("shm_inputs_backward", &memrl::shm_inputs_backward, "backward of shm_inputs_forward (CPU)");
 }
