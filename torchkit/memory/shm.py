@@ -87,7 +87,8 @@ class SHM(ReadoutMemory):
         if self.theta_sampling == "fixed":
             return self.theta[0].expand(*lead, -1)
         idx = torch.randint(self.theta.shape[0], lead, device=device)  # fresh draw on every call
-        return self.theta[idx]
+        # = self.theta[idx]; index_select (backward: index_add) is ~2x cheaper on CPU than advanced indexing
+        return self.theta.index_select(0, idx.view(-1)).view(*lead, -1)
 
     def _factors(self, x: Tensor):
         """Per-step factors for x [...,D]: θ, v_c, η v, k, q and the shortcut s, each [...,H]."""
