@@ -24,6 +24,12 @@ from torch import Tensor, nn
 State = Tuple[Tensor, ...]
 
 
+def _as_one_step(sequence_fn, x: Tensor, state: State, reset: Optional[Tensor]) -> Tuple[Tensor, State]:
+    """A step x [B,D] (reset [B]) through a sequence call on a length-1 sequence."""
+    y, state = sequence_fn(x.unsqueeze(1), state, None if reset is None else reset.unsqueeze(1))
+    return y.squeeze(1), state
+
+
 class Memory(nn.Module):
     """Base class of all memory layers. Subclasses set ``input_size``/``output_size``."""
 
@@ -42,8 +48,7 @@ class Memory(nn.Module):
 
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         """One time step. Default: forward on a length-1 sequence; override for a faster path."""
-        y, state = self.forward(x.unsqueeze(1), state, None if reset is None else reset.unsqueeze(1))
-        return y.squeeze(1), state
+        return _as_one_step(self.forward, x, state, reset)
 
     def forward_unread(self, x: Tensor, state: Optional[State] = None,
                        reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
@@ -88,8 +93,7 @@ class ReadoutMemory(Memory):
 
     def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         """Default: ``forward_unread`` on a length-1 sequence."""
-        z, state = self.forward_unread(x.unsqueeze(1), state, None if reset is None else reset.unsqueeze(1))
-        return z.squeeze(1), state
+        return _as_one_step(self.forward_unread, x, state, reset)
 
     def forward(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
