@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from . import native
 from .base import ReadoutMemory, State
-from .scan import SHM_BACKENDS, hadamard_scan, shm_scan, shm_step
+from .scan import SHM_BACKENDS, hadamard_scan, scan_backend, shm_scan, shm_step
 from .util import SUMNORM_EPS, check_positive_ints, sumnorm_relu
 
 
@@ -105,10 +105,8 @@ class SHM(ReadoutMemory):
         return theta, self.vc(xh), ev, k, q, self.shortcut(xh)
 
     def _native_inputs(self, xh: Tensor) -> bool:
-        """The C++ input pass serves the fused scan's native backend (auto or native) on CPU."""
-        return (self.scan == "fused" and self.backend in ("auto", "native") and xh.dim() > 1
-                and not torch.compiler.is_compiling() and native.applies(xh)
-                and xh.dtype == self.key.weight.dtype)
+        """The C++ input pass runs wherever the fused scan runs its C++ kernel."""
+        return self.scan == "fused" and scan_backend(self.backend, xh, native=True) == "native"
 
     def _write(self, x: Tensor):
         """Reference path: C, U [...,H,H], query q [...,H], shortcut s [...,H] for x [...,D]."""
