@@ -33,6 +33,9 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("memrl_sum", lambda *xs: sum(xs))
     if not OmegaConf.has_resolver("memrl_updates"):
         OmegaConf.register_new_resolver("memrl_updates", updates_per_iter)
+    if not OmegaConf.has_resolver("memrl_catchup"):
+        OmegaConf.register_new_resolver(
+            "memrl_catchup", lambda ratio, horizon, rollouts: int(float(ratio) * int(horizon) * int(rollouts)))
     if not OmegaConf.has_resolver("memrl_iters"):
         OmegaConf.register_new_resolver("memrl_iters", iters_for_budget)
 
@@ -71,6 +74,11 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"train.{key} must be positive, got {tr[key]}")
     if int(tr.num_warmup_rollouts) < 0:
         raise ConfigError(f"train.num_warmup_rollouts must be >= 0, got {tr.num_warmup_rollouts}")
+    if int(tr.warmup_updates) < 0:
+        raise ConfigError(f"train.warmup_updates must be >= 0, got {tr.warmup_updates}")
+    if not float(tr.warmup_action_range) > 0:
+        raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "
+                          f"got {tr.warmup_action_range}")
     if int(cfg.eval.interval) <= 0:
         raise ConfigError(f"eval.interval must be positive, got {cfg.eval.interval}")
     if int(cfg.model.width) <= 0:

@@ -166,6 +166,7 @@ class Trainer:
         self.buffer = EpisodeReplay(int(tr.buffer_size), self.obs_space.shape, self.obs_space.dtype,
                                     self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
         self.iteration = self.env_steps = self.updates = self.episodes = 0
+        self.successes_in_buffer = 0  # successful episodes collected (the reference's most telling number)
         self.elapsed = 0.0
         self._since_eval: Dict[str, List[float]] = {}  # per-iteration stats since the last evaluation
         self._pending = None      # the current iteration's progress: collected, updates done, sums
@@ -204,8 +205,9 @@ class Trainer:
         while alive.any():
             if mode == "random" and self.discrete:
                 actions = np.eye(A, dtype=np.float32)[self.rng.integers(A, size=n)]
-            elif mode == "random":
-                actions = self.rng.uniform(-1.0, 1.0, size=(n, A)).astype(np.float32)
+            elif mode == "random":  # train.warmup_action_range: 1 = the whole box; the reference's is 0.1
+                r = float(self.cfg.train.warmup_action_range)
+                actions = self.rng.uniform(-r, r, size=(n, A)).astype(np.float32)
             else:
                 a, state = self.agent.act(
                     torch.as_tensor(prev_a, device=self.device), torch.as_tensor(prev_r, device=self.device),
@@ -236,7 +238,8 @@ class Trainer:
         while done < num_rollouts:
             m = min(len(self.train_envs), num_rollouts - done)
             tasks = self.train_tasks[self.rng.integers(len(self.train_tasks), size=m)]
-            episodes, _, _ = self._rollouts(self.train_envs[:m], tasks, mode)
+            episodes, success, _ = self._rollouts(self.train_envs[:m], tasks, mode)
+            self.successes_in_buffer += int(success.sum())
             for ep in episodes:
                 self.buffer.add_episode(ep["obs"], ep["act"], ep["rew"], ep["term"])
                 steps += len(ep["act"])
@@ -352,7 +355,8 @@ class Trainer:
             "agent": self.agent.state_dict(), "algo": self.algo.state_dict(),
             "buffer": self.buffer.state_dict(),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps, "updates": self.updates,
-                         "episodes": self.episodes, "elapsed": self.elapsed, "csv_rows": csv_rows},
+                         "episodes": self.episodes, "elapsed": self.elapsed, "csv_rows": csv_rows,
+                         "successes_in_buffer": self.successes_in_buffer},
             "pending": None if self._pending is None else
             {**self._pending, "sums": {k: float(v) for k, v in self._pending["sums"].items()}},
             "since_eval": self._since_eval,
@@ -371,6 +375,7 @@ class Trainer:
         c = state["counters"]
         self.iteration, self.env_steps, self.updates = c["iteration"], c["env_steps"], c["updates"]
         self.episodes, self.elapsed = c["episodes"], c["elapsed"]
+        self.successes_in_buffer = c.get("successes_in_buffer", 0)
         self._pending, self._since_eval = state["pending"], state["since_eval"]
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
@@ -405,6 +410,7 @@ class Trainer:
                     steps = self.collect(int(tr.num_warmup_rollouts), "random")
                     bar.update(steps)
                     self._record({"perf/env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9)})
+                    self._catch_up_updates(int(tr.warmup_updates))
                     last_eval = self._eval_and_save(logger, start)
                 while self.iteration < int(tr.num_iters):
                     if self._pending is None:  # collect this iteration's rollouts
@@ -423,14 +429,38 @@ class Trainer:
                     self._record(stats)
                     logger.log_scalars(stats, self.env_steps)
                     bar.set_postfix({"success_eval": last_eval.get("eval/success_eval", float("nan")),
+                                     "alpha": f"{float(self.algo.alpha):.3g}",
+                                     "successes": self.successes_in_buffer,
                                      "upd/s": round(stats["perf/updates_per_s"], 1)})
-                    if self.iteration % int(cfg.eval.interval) == 0 or self.iteration == int(tr.num_iters):
+                    if self.eval_due() or self.iteration == int(tr.num_iters):
                         last_eval = self._eval_and_save(logger, start)
         finally:
             self._restore_signal_handlers()
             bar.close()
             logger.close()
         return last_eval
+
+    def eval_due(self) -> bool:
+        """The reference's schedule: evaluate when the number of iteration-sized rollout groups
+        collected so far, warm-up included, is a multiple of ``eval.interval`` (Wind: warm-up =
+        10 groups of 1,000 steps, interval 4 -> 12k, 16k, ... env steps)."""
+        tr = self.cfg.train
+        groups = (int(tr.num_warmup_rollouts) + self.iteration * int(tr.rollouts_per_iter)) // int(tr.rollouts_per_iter)
+        return groups % int(self.cfg.eval.interval) == 0
+
+    def _catch_up_updates(self, n: int) -> None:
+        """``train.warmup_updates`` updates right after the warm-up (credit tasks: the reference's
+        int(0.25 x warm-up env steps)); recorded like an iteration's statistics."""
+        if n <= 0:
+            return
+        sums: Dict[str, float] = {}
+        t0 = time.perf_counter()
+        for _ in range(n):
+            for key, v in self.algo.update(self._to_tensors(self.buffer.sample(int(self.cfg.train.batch_size)))).items():
+                sums[key] = sums.get(key, 0.0) + v
+            self.updates += 1
+        self._record({**{f"train/{k}": v / n for k, v in sums.items()},
+                      "perf/updates_per_s": n / max(time.perf_counter() - t0, 1e-9)})
 
     def _record(self, stats: Dict[str, float]) -> None:
         for k, v in stats.items():
@@ -444,6 +474,8 @@ class Trainer:
         row.update({f"train/{k}": None for k in self.algo.STATS})  # fixed CSV columns from the first row
         row.update({"perf/updates_per_s": None, "perf/env_steps_per_s": None})
         row.update({k: float(np.mean(v)) for k, v in self._since_eval.items()})
+        row["train/alpha_now"] = float(self.algo.alpha)  # α at this row (train/alpha: mean since the last row)
+        row["train/successes_in_buffer"] = self.successes_in_buffer
         self._since_eval = {}
         logger.log_row(row)
         logger.flush()
@@ -451,6 +483,7 @@ class Trainer:
         train_part = (f"train {metrics['eval/success_train']:.3f} " if "eval/success_train" in metrics else "")
         msg = (f"iter {self.iteration} | env steps {self.env_steps} | success {train_part}"
                f"eval {metrics['eval/success_eval']:.3f} | "
-               f"return eval {metrics['eval/return_eval']:.2f} | {self.elapsed:.0f}s")
+               f"return eval {metrics['eval/return_eval']:.2f} | α {float(self.algo.alpha):.3g} | "
+               f"successes in buffer {self.successes_in_buffer} | {self.elapsed:.0f}s")
         log.info(msg)
         return metrics

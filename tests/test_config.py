@@ -59,3 +59,46 @@ def test_reference_sizes_follow_the_env():
 def test_bad_values_are_named(override, match):
     with pytest.raises(ConfigError, match=match):
         validate(compose_cfg(override))
+
+
+PAPER_META = ["wind", "wind_10_190", "point_robot", "point_robot_10_190"]
+PAPER_CREDIT = ["visual_match", "visual_match_500", "key_to_door", "key_to_door_500"]
+PAPER_MODELS = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm"]
+
+
+@pytest.mark.parametrize("env", PAPER_META + PAPER_CREDIT)
+@pytest.mark.parametrize("model", PAPER_MODELS)
+def test_paper_preset_is_the_released_arrangement(env, model):
+    """experiment=paper: GRU actor, the model under test in the critic, the released widths."""
+    from src.agent import RecurrentActorCritic
+    from src.loop import actor_memory_factory
+    task = "meta" if env in PAPER_META else "credit"
+    cfg = compose_cfg([f"task={task}", f"env={env}", f"model={model}", "experiment=paper"])
+    OmegaConf.resolve(cfg)
+    validate(cfg)
+    width = 64 if env.startswith("wind") else 128
+    assert cfg.model.width == width and cfg.agent.actor_memory == "gru" and cfg.agent.orthogonal_init
+    if task == "meta":
+        assert (cfg.algo.name, cfg.algo.init_alpha, cfg.algo.auto_alpha) == ("sac", 1.0, True)
+        assert cfg.train.warmup_action_range == 0.1 and cfg.train.warmup_updates == 0
+    else:
+        assert cfg.algo.name == "sacd" and cfg.train.warmup_updates == int(0.25 * cfg.env.horizon * 5)
+    d = sum(cfg.agent.embed[k] for k in ("action", "reward", "obs"))
+    critic = instantiate(cfg.model.memory, input_size=d)
+    actor = actor_memory_factory(cfg)(d)
+    assert type(actor).__name__ == "GRU" and actor.output_size == width
+    assert critic.output_size == width and type(critic).__module__ == cfg.model.memory._target_.rsplit(".", 1)[0]
+    if task == "meta":  # the agent wires them that way round
+        agent = RecurrentActorCritic((3,), 2, dict(cfg.agent.embed), lambda i: instantiate(cfg.model.memory, input_size=i),
+                                     actor_memory_factory(cfg))
+        assert type(agent.actor.encoder.memory).__name__ == "GRU"
+        assert type(agent.critic.encoder.memory) is type(critic)
+
+
+def test_paper_wind_schedule_is_the_released_one():
+    cfg = compose_cfg(["experiment=paper", "model=shm"])
+    tr = cfg.train
+    assert (cfg.env.name, cfg.model.name, cfg.model.width) == ("wind", "shm", 64)
+    total = 100 * (tr.num_warmup_rollouts + tr.num_iters * tr.rollouts_per_iter)
+    assert (total, tr.num_iters * tr.updates_per_iter, tr.batch_size) == (510_000, 250_000, 64)
+    assert cfg.eval.interval == 4

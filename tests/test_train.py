@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from src.loop import Trainer
@@ -24,10 +25,11 @@ def test_tiny_run_writes_progress_and_checkpoint(tmp_path, env):
     cfg = compose_cfg(TINY + [f"env={env}"])
     metrics = Trainer(cfg, tmp_path).run(cfg.logger)
     rows = read_csv(tmp_path / "progress.csv")
-    assert [int(r["iteration"]) for r in rows] == [0, 2]
+    # the reference's schedule: evaluate when the rollout groups so far (warm-up: 1) are a multiple of 2
+    assert [int(r["iteration"]) for r in rows] == [0, 1, 2]
     horizon = 100 * cfg.env.episodes_per_task
-    assert [int(r["env_steps"]) for r in rows] == [2 * horizon, 6 * horizon]
-    assert int(rows[-1]["updates"]) == 4
+    assert [int(r["env_steps"]) for r in rows] == [2 * horizon, 4 * horizon, 6 * horizon]
+    assert [int(r["updates"]) for r in rows] == [0, 2, 4]
     for r in rows:
         for split in ("train", "eval"):
             assert 0.0 <= float(r[f"eval/success_{split}"]) <= 1.0
@@ -82,7 +84,7 @@ def test_resume_continues_counters_and_equals_an_uninterrupted_run(tmp_path, mon
     assert resumed.iteration == 4 and resumed.updates == 8
 
     a, b = read_csv(tmp_path / "a" / "progress.csv"), read_csv(tmp_path / "b" / "progress.csv")
-    assert [int(r["iteration"]) for r in b] == [0, 2, 4]  # no duplicated or missing rows
+    assert [int(r["iteration"]) for r in b] == [0, 1, 3, 4]  # no duplicated or missing rows
     assert tb_steps(tmp_path / "b" / "tb", "train/qf1_loss") == tb_steps(tmp_path / "a" / "tb", "train/qf1_loss")
     assert tb_steps(tmp_path / "b" / "tb", "eval/success_eval") == [int(r["env_steps"]) for r in a]
     skip = {"time_s", "perf/updates_per_s", "perf/env_steps_per_s"}
@@ -162,3 +164,28 @@ def test_model_actor_overrides_change_the_actor_memory_only(tmp_path):
     assert agent.critic.encoder.memory.theta_sampling == "random"
     assert agent.critic_target.encoder.memory.theta_sampling == "random"
     assert agent.actor.encoder.memory.output_size == cfg.model.width
+
+
+def test_evaluations_follow_the_reference_schedule():
+    """Wind as released: warm-up 10k steps, 1,000 per iteration, log_interval 4 -> 12k, 16k, ..."""
+    from types import SimpleNamespace
+    cfg = compose_cfg(["experiment=paper"])
+    due = [10_000 + 1_000 * i for i in range(1, 501)
+           if Trainer.eval_due(SimpleNamespace(cfg=cfg, iteration=i))]
+    assert due[:3] == [12_000, 16_000, 20_000] and due[-1] == 508_000 and len(due) == 125
+
+
+def test_successes_in_buffer_and_warmup_action_range(tmp_path):
+    """Every Wind episode succeeds with a huge goal radius: the counter sees each one; warm-up
+    actions stay in [-r, r]; both the counter and the current α are in every evaluation row."""
+    cfg = compose_cfg(TINY + ["env.kwargs.goal_radius=100", "train.warmup_action_range=0.1"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.run(cfg.logger)
+    assert trainer.successes_in_buffer == trainer.episodes == 6
+    acts = trainer.buffer.act[: 2 * 101].reshape(2, 101, 2)[:, :100]  # the two warm-up episodes
+    assert np.abs(acts).max() <= 0.1 and np.abs(acts).max() > 0.05
+    rows = read_csv(tmp_path / "progress.csv")
+    assert [int(r["train/successes_in_buffer"]) for r in rows] == [2, 4, 6]
+    assert float(rows[0]["train/alpha_now"]) == pytest.approx(1.0)  # nothing updated yet
+    assert float(rows[-1]["train/alpha_now"]) == pytest.approx(float(trainer.algo.alpha), rel=1e-5)
+    assert float(rows[-1]["train/alpha_now"]) < 1.0
