@@ -3,6 +3,8 @@
 All in float64. The per-model contract (forward ≡ step loop, resets, causality…) is in
 test_memory_contract.py; here each fast path is checked against an independent oracle.
 """
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -163,6 +165,21 @@ def test_shm_draws_fresh_thetas_and_fixed_uses_row_0():
     layer.theta_sampling = "fixed"
     idx = torch.zeros(x.shape[:2], dtype=torch.long)
     _close(layer(x)[0], _shm_naive(layer, x, idx)[0])
+
+
+def test_shm_mean_step_acts_with_the_mean_row_and_trains_with_random_rows():
+    layer, x = _shm(None)
+    layer.theta_sampling = "mean_step"
+    assert not torch.allclose(layer(x)[0], layer(x)[0])  # sequence calls (training): fresh rows
+    ref = copy.deepcopy(layer)
+    ref.theta_sampling = "fixed"
+    with torch.no_grad():
+        ref.theta[0] = layer.theta.mean(0)
+    state, ys = layer.initial_state(x.shape[0]), []
+    for t in range(x.shape[1]):  # steps (acting): Θ̄ = mean row at every step
+        y, state = layer.step(x[:, t], state)
+        ys.append(y)
+    _close(torch.stack(ys, 1), ref(x)[0])
 
 
 def test_shm_every_theta_row_gets_gradient():

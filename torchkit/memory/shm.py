@@ -1,7 +1,8 @@
 """Stable Hadamard Memory (Le et al., ICLR 2025), as in the authors' pomdp-baselines critic.
 
     x̂ = LN(x);  k, q = sumnorm(ReLU(W x̂));  v = W_v x̂;  η = σ(w_η·x̂);  v_c = W_c x̂
-    θ_t = Θ[l_t], l_t ~ U{0..L-1} per (batch row, step)      (or l_t = 0 with theta_sampling="fixed")
+    θ_t = Θ[l_t], l_t ~ U{0..L-1} per (batch row, step)      (or l_t = 0 with theta_sampling="fixed";
+          "mean_step": random rows in sequence calls (training), the mean row Θ̄ in step() (acting))
     C_t = 1 + tanh(θ_t ⊗ v_c)        C[i,j] = 1 + tanh(θ_i v_c,j) ∈ (0, 2)
     U_t = η v ⊗ k
     M_t = clamp(M_{t-1} ⊙ C_t + U_t, ±clamp)
@@ -45,6 +46,9 @@ class _NativeInputs(torch.autograd.Function):
                 ds.sum(0) if need[2] else None)
 
 
+THETA_RULES = ("random", "fixed", "mean_step")
+
+
 class SHM(ReadoutMemory):
     """Stable Hadamard Memory; state = (M [B,H,H],); readout ``out``: y = out(M q + shortcut)."""
 
@@ -56,8 +60,8 @@ class SHM(ReadoutMemory):
         super().__init__()
         check_positive_ints("SHM", input_size=input_size, output_size=output_size,
                             mem_size=mem_size, num_thetas=num_thetas)
-        if theta_sampling not in ("random", "fixed"):
-            raise ValueError(f"SHM: theta_sampling must be 'random' or 'fixed', got {theta_sampling!r}")
+        if theta_sampling not in THETA_RULES:
+            raise ValueError(f"SHM: theta_sampling must be one of {THETA_RULES}, got {theta_sampling!r}")
         if clamp is not None and not clamp > 0:
             raise ValueError(f"SHM: clamp must be positive or null (no clamp), got {clamp!r}")
         if scan not in ("fused", "reference"):
@@ -82,18 +86,20 @@ class SHM(ReadoutMemory):
         H = self.mem_size
         return (torch.zeros(batch_size, H, H, device=device, dtype=self.out.weight.dtype),)
 
-    def _sample_theta(self, lead: Tuple[int, ...], device) -> Tensor:
+    def _sample_theta(self, lead: Tuple[int, ...], device, step: bool = False) -> Tensor:
         """θ rows for every position of ``lead`` (e.g. (B,T)): [*lead, H]."""
         if self.theta_sampling == "fixed":
             return self.theta[0].expand(*lead, -1)
+        if self.theta_sampling == "mean_step" and step:
+            return self.theta.mean(0).expand(*lead, -1)
         idx = torch.randint(self.theta.shape[0], lead, device=device)  # fresh draw on every call
         # = self.theta[idx]; index_select (backward: index_add) is ~2x cheaper on CPU than advanced indexing
         return self.theta.index_select(0, idx.view(-1)).view(*lead, -1)
 
-    def _factors(self, x: Tensor):
+    def _factors(self, x: Tensor, step: bool = False):
         """Per-step factors for x [...,D]: θ, v_c, η v, k, q and the shortcut s, each [...,H]."""
         xh = self.norm(x)
-        theta = self._sample_theta(tuple(x.shape[:-1]), x.device)
+        theta = self._sample_theta(tuple(x.shape[:-1]), x.device, step)
         if self._native_inputs(xh):
             W = torch.cat([self.key.weight, self.query.weight, self.value.weight, self.vc.weight,
                            self.shortcut.weight, self.eta.weight])             # [5H+1, D]
@@ -108,9 +114,9 @@ class SHM(ReadoutMemory):
         """The C++ input pass runs wherever the fused scan runs its C++ kernel."""
         return self.scan == "fused" and scan_backend(self.backend, xh, native=True) == "native"
 
-    def _write(self, x: Tensor):
+    def _write(self, x: Tensor, step: bool = False):
         """Reference path: C, U [...,H,H], query q [...,H], shortcut s [...,H] for x [...,D]."""
-        theta, vc, ev, k, q, s = self._factors(x)
+        theta, vc, ev, k, q, s = self._factors(x, step)
         C = 1 + torch.tanh(theta.unsqueeze(-1) * vc.unsqueeze(-2))  # C[i,j] = 1+tanh(θ_i v_c,j)
         U = ev.unsqueeze(-1) * k.unsqueeze(-2)                        # U[i,j] = η v_i k_j
         return C, U, q, s
@@ -135,10 +141,10 @@ class SHM(ReadoutMemory):
     def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._apply_reset(state, reset)
         if self.scan == "fused":
-            theta, vc, ev, k, q, s = self._factors(x)  # [B,H] each
+            theta, vc, ev, k, q, s = self._factors(x, step=True)  # [B,H] each
             h, M = shm_step(theta, vc, ev, k, q, M, clamp=self.clamp)
             return h + s, (M,)
-        C, U, q, s = self._write(x)  # [B,H,H] ×2, [B,H] ×2
+        C, U, q, s = self._write(x, step=True)  # [B,H,H] ×2, [B,H] ×2
         M = C * M + U
         if self.clamp is not None:
             M = M.clamp(-self.clamp, self.clamp)

@@ -1,0 +1,40 @@
+"""docs/results bookkeeping: a kept run is a plottable run dir, and the table reads it right."""
+import csv
+
+import yaml
+
+from src import results
+from src.loop import Trainer
+from tests.helpers import TINY, compose_cfg
+
+
+def test_kept_run_is_plottable_and_tabled(tmp_path):
+    run = tmp_path / "run"
+    overrides = TINY + ["seed=3"]
+    cfg = compose_cfg(overrides)
+    Trainer(cfg, run).run(cfg.logger)
+    (run / ".hydra").mkdir()
+    from omegaconf import OmegaConf
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=smoke", "seed=3"]))
+    (run / "git.txt").write_text("commit: 0123456789abcdef\ndirty: False\n")
+
+    root = tmp_path / "results"
+    kept = results.add(run, "g", note="tiny", root=root)
+    assert (kept / "progress.csv").read_text() == (run / "progress.csv").read_text()
+    from src.plot import find_run_dirs
+    assert find_run_dirs([root / "g"])[0] == [kept]
+
+    (root / "README.md").write_text(f"# R\n\n{results.BEGIN}\nold\n{results.END}\ntail\n")
+    results.write_table(root)
+    text = (root / "README.md").read_text()
+    assert "old" not in text and text.endswith(f"{results.END}\ntail\n")
+    with open(run / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    success = [float(r["eval/success_eval"]) for r in rows]
+    row = results.summarize(kept)
+    assert row["model"] == "gru" and row["seed"] == "3" and row["preset"] == "smoke"
+    assert row["env steps"] == f"{int(rows[-1]['env_steps']):,}"
+    assert row["final / best success"] == f"{success[-1]:.3f} / {max(success):.3f}"
+    assert row["commit"] == "0123456" and row["note"] == "tiny"
+    assert row["command"] == "`python -m src.train experiment=smoke seed=3`"
