@@ -17,9 +17,6 @@ def register_resolvers() -> None:
         # the run then fails with a clear error); otherwise the default (timestamped) one.
         OmegaConf.register_new_resolver(
             "memrl_run_dir", lambda resume, default: resume if resume and Path(resume).is_dir() else default)
-    if not OmegaConf.has_resolver("memrl_output_subdir"):
-        # When resuming, keep the run's original .hydra/ (its config is the one that continues).
-        OmegaConf.register_new_resolver("memrl_output_subdir", lambda resume: None if resume else ".hydra")
     if not OmegaConf.has_resolver("memrl_local_batch"):
         # hydra.sweeper.max_batch_size: `n` jobs at a time with the submitit local launcher, no
         # batching otherwise (SLURM limits concurrency with hydra.launcher.array_parallelism).
@@ -96,23 +93,31 @@ def validate(cfg: DictConfig) -> None:
 RUNTIME_KEYS = {"resume", "progress_bar", "device", "num_threads"}
 
 
-def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
-    """The saved config of ``run_dir``; command-line overrides must agree with it."""
+def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) -> DictConfig:
+    """The saved config of ``run_dir``; command-line overrides must agree with it. ``choices``: the
+    config-group choices of this command (Hydra's runtime.choices), compared with the run's own
+    (``experiment=paper`` on a run started without it is a conflict, not silently ignored)."""
+    from src.rundir import saved_choices
     saved_path = Path(run_dir) / ".hydra" / "config.yaml"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"resume={run_dir}: no such run directory")
     if not saved_path.exists():
         raise ConfigError(f"resume={run_dir}: {saved_path} is missing, so this is not a memrl run directory")
     saved = OmegaConf.load(saved_path)
+    old_choices = saved_choices(run_dir)
     conflicts = []
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
         if key.split(".")[0] in RUNTIME_KEYS or key.startswith("hydra"):
             continue
-        if key in ("task", "env", "model", "algo", "logger", "experiment"):
-            key = {"experiment": None}.get(key, f"{key}.name")
-            if key is None:
-                continue
+        if key in GROUP_KEYS:
+            new = (choices or {}).get(key)
+            old = old_choices.get(key) if old_choices else OmegaConf.select(saved, f"{key}.name")
+            if key == "experiment" and not old_choices:
+                old = "(unknown: the run predates saved choices)"
+            if new != old:
+                conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
+            continue
         new, old = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
         if new != old:
             conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
@@ -124,6 +129,16 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
             saved[key] = cfg[key]
     saved.resume = str(run_dir)
     return saved
+
+
+def config_differences(saved: dict, current: dict) -> list:
+    """Lines naming every top-level key (runtime keys aside) whose value differs."""
+    return [f"{k}: run has {saved.get(k)!r}, now {current.get(k)!r}"
+            for k in sorted(set(saved) | set(current))
+            if k not in RUNTIME_KEYS and saved.get(k) != current.get(k)]
+
+
+GROUP_KEYS = ("task", "env", "model", "algo", "logger", "experiment")
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"

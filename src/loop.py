@@ -26,6 +26,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import envs
 from src.agent import RecurrentActorCritic
+from src import preflight
 from src.allocator import keep_freed_memory
 from src.algos.sac import SAC
 from src.algos.sacd import SACDiscrete
@@ -163,6 +164,8 @@ class Trainer:
             self.algo = SAC(self.agent, gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr,
                             auto_alpha=a.auto_alpha, init_alpha=a.init_alpha, target_entropy=a.target_entropy,
                             grad_clip=a.grad_clip)
+        preflight.check(cfg, self.obs_space.shape, np.dtype(self.obs_space.dtype).itemsize, self.action_dim,
+                        self.max_episode_len, self.total_env_steps(), self.device)  # before allocating
         self.buffer = EpisodeReplay(int(tr.buffer_size), self.obs_space.shape, self.obs_space.dtype,
                                     self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
         self.iteration = self.env_steps = self.updates = self.episodes = 0

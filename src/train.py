@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,59 +16,75 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, load_resume_config, register_resolvers, validate
+from src.config import ConfigError, config_differences, load_resume_config, register_resolvers, validate
+from src.rundir import RunLock, check_group_options, write_run_files
 
 log = logging.getLogger("memrl")
 register_resolvers()
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_git_info(run_dir: Path) -> None:
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                  timeout=10).stdout.rstrip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-    commit = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
-    status = git("status", "--porcelain", "--untracked-files=no")
-    (run_dir / "git.txt").write_text(f"commit: {commit}\ndirty: {bool(status)}\n{status}\n")
-
-
 def run(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    resume = False
-    if cfg.resume:
-        cfg = load_resume_config(Path(cfg.resume), cfg, hc.overrides.task)
-        if not (run_dir / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
-                              f"before its first evaluation); start a new run instead")
-        resume = True
-    elif (run_dir / "checkpoints" / "last.pt").exists():
-        resume = True  # same output dir with a checkpoint: a requeued job
-    validate(cfg)
     writable_error = check_writable(run_dir)
     if writable_error:
         raise ConfigError(f"cannot write to the run directory {run_dir} ({writable_error}); set "
                           f"paths.output_root or hydra.run.dir to a writable location")
-    write_git_info(run_dir)
-    log.info("run directory: %s", run_dir)
-    from src.loop import Trainer  # heavy imports (torch) only once the config is known
-    trainer = Trainer(cfg, run_dir)
-    return trainer.run(cfg.logger, resume=resume)
+    lock = RunLock(run_dir).acquire()  # a second process on this dir stops here
+    try:
+        checkpoint = run_dir / "checkpoints" / "last.pt"
+        if cfg.resume:
+            if Path(cfg.resume).resolve() != run_dir.resolve():
+                raise ConfigError(f"resume={cfg.resume} continues the run in that directory, but the run "
+                                  f"directory was set to {run_dir} (hydra.run.dir): drop hydra.run.dir")
+            cfg = load_resume_config(Path(cfg.resume), cfg, hc.overrides.task, dict(hc.runtime.choices))
+            if not checkpoint.exists():
+                raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
+                                  f"before its first evaluation); start a new run instead")
+        elif checkpoint.exists():  # same output dir with a checkpoint: a requeued job continues its run
+            check_same_run(run_dir, cfg)
+        resumed = checkpoint.exists()
+        validate(cfg)
+        write_run_files(run_dir, cfg, hc, resumed)
+        log.info("run directory: %s", run_dir)
+        from src.loop import Trainer  # heavy imports (torch) only once the config is known
+        trainer = Trainer(cfg, run_dir)
+        return trainer.run(cfg.logger, resume=resumed)
+    finally:
+        lock.release()
+
+
+def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
+    """A directory holding a run is only continued by that run's own config (before anything is
+    written; the checkpoint's copy of the config is checked again when it loads)."""
+    saved_path = run_dir / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    diffs = config_differences(saved, OmegaConf.to_container(cfg, resolve=True))
+    if diffs:
+        raise ConfigError(f"{run_dir} already holds a run with a different config:\n  " + "\n  ".join(diffs)
+                          + f"\nuse another output directory, or continue it with resume={run_dir}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig):
-    from src.checkpoint import CheckpointError
+    from src.checkpoint import CheckpointError, CheckpointWriteError
     from src.loop import NonFiniteError, TrainingInterrupted
     try:
         metrics = run(cfg)
     except TrainingInterrupted as e:
         log.warning("%s", e)
         sys.exit(e.exit_code)
-    except (ConfigError, CheckpointError, ValueError, NonFiniteError) as e:
+    except CheckpointWriteError as e:  # disk full / unwritable: the previous checkpoint is intact
+        log.error("%s", e)
+        print(f"memrl: error: {e}", file=sys.stderr)
+        sys.exit(EXIT_IO)
+    except ConfigError as e:  # refused before the run started: stderr only, the run dir is untouched
+        print(f"memrl: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (CheckpointError, ValueError, NonFiniteError) as e:
         log.error("%s", e)
         print(f"memrl: error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -88,23 +103,32 @@ def check_writable(directory: Path):
     return None
 
 
-def check_output_root(argv) -> None:
-    """Hydra creates the run directory before any of our code runs and fails there with a stack
-    trace; check the requested location first and say how to fix it."""
-    target = "outputs"
+EXIT_IO = 74  # sysexits' EX_IOERR: a checkpoint could not be written (input errors exit 2)
+
+
+def precheck(argv) -> None:
+    """What Hydra would only find after creating a run directory (or with a stack trace) is
+    checked first: unknown group options, a resume dir that does not exist, an unwritable output
+    location. One line each, exit code 2, nothing created."""
+    problems = check_group_options(argv)
+    target, target_key = "outputs", "paths.output_root"
     for arg in argv:
-        for key in ("paths.output_root=", "hydra.run.dir=", "hydra.sweep.dir="):
-            if arg.startswith(key):
-                target = arg[len(key):]
-    if "${" in target:
-        return
-    writable_error = check_writable(Path(target))
-    if writable_error:
-        print(f"memrl: error: cannot write run directories under {target} ({writable_error}); "
-              f"set paths.output_root=<a writable directory>", file=sys.stderr)
+        for key in ("paths.output_root", "hydra.run.dir", "hydra.sweep.dir"):
+            if arg.startswith(key + "="):
+                target, target_key = arg[len(key) + 1:], key
+        if arg.startswith("resume=") and arg != "resume=null" and not Path(arg[7:]).is_dir():
+            problems.append(f"{arg}: no such run directory")
+    if "${" not in target:
+        writable_error = check_writable(Path(target))
+        if writable_error:
+            problems.append(f"cannot write run directories under {target} ({writable_error}); "
+                            f"set {target_key}=<a writable directory>")
+    if problems:
+        for p in problems:
+            print(f"memrl: error: {p}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    check_output_root(sys.argv[1:])
+    precheck(sys.argv[1:])
     main()

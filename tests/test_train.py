@@ -106,8 +106,8 @@ def test_cli_resume_of_missing_dir_is_a_clear_error(tmp_path):
 
 def test_cli_unknown_model_lists_the_valid_ones():
     r = _cli("model=nope", "--cfg", "job")
-    assert r.returncode != 0
-    assert "Could not find 'model/nope'" in r.stderr and "shm" in r.stderr
+    assert r.returncode == 2
+    assert "unknown model 'nope'" in r.stderr and "shm" in r.stderr
 
 
 def test_cli_smoke_run_and_resume(tmp_path):
