@@ -1,10 +1,7 @@
 """The fused CPU GRU recurrence against nn.GRU stepped one time step at a time (float64)."""
-import os
-
 import pytest
 import torch
 
-from torchkit.memory import native
 from torchkit.memory.base import forward_by_steps
 from torchkit.memory.gru_fused import fused_available, fused_gru, gru_backend
 from torchkit.memory.rnn import GRU
@@ -115,15 +112,3 @@ def test_without_a_compiler_auto_falls_back_to_nn_gru(no_native_kernels, monkeyp
     layer = GRU(3, 4)  # backend auto: still trains, through nn.GRU
     y, (h,) = layer(torch.randn(2, 5, 3))
     assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
-
-
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
-    lock = tmp_path / "lock"
-    lock.touch()
-    native._clear_stale_lock(tmp_path)  # a build in progress elsewhere: wait for it
-    assert lock.exists()
-    old = lock.stat().st_mtime - 3600
-    os.utime(lock, (old, old))
-    native._clear_stale_lock(tmp_path)  # left by a killed build: would block every later build
-    assert not lock.exists()
-    native._clear_stale_lock(tmp_path)  # no lock: nothing to do
