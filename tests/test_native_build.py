@@ -92,14 +92,16 @@ def kill_build_midway_then_rebuild(tmp_path: Path, load_code: str, env: dict, ti
         assert lock_is_held(build_dir / "lock")  # killed while it holds the build lock …
         first.send_signal(signal.SIGKILL)  # … the Python process only: its compiler lives on
         first.wait()
-        assert (build_dir / "build" / "lock").exists()  # torch's own lock file, left behind
+        (scratch,) = build_dir.glob("build-*")
+        assert (scratch / "lock").exists()  # torch's own lock file, left behind
         assert not lock_is_held(build_dir / "lock")  # the OS released the flock
         start = time.monotonic()
         second = child(load_code, env)
         out, _ = second.communicate(timeout=timeout)
         assert second.returncode == 0, out
         assert time.monotonic() - start < timeout
-        assert not (build_dir / "build").exists()  # the dead build's scratch was cleared
+        assert not scratch.exists()  # the dead build's scratch was cleared
+        assert {p.name for p in build_dir.iterdir()} == {"lock", next(build_dir.glob("*.so")).name}
         return out
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the orphaned compiler wrapper
@@ -121,13 +123,14 @@ def test_leftovers_of_a_killed_build_are_cleared_in_process(tmp_path, caplog):
     """The same state without a kill: a scratch folder with torch's lock file and a half-written
     library in it (torch's load() would wait on that lock forever)."""
     build = native.Build("tiny", tiny_sources(tmp_path / "src"), root=tmp_path / "ext")
-    (build.scratch / "src").mkdir(parents=True)
-    (build.scratch / "lock").touch()
-    (build.scratch / build.library.name).write_bytes(b"half")
+    scratch = build.dir / "build-1"
+    (scratch / "src").mkdir(parents=True)
+    (scratch / "lock").touch()
+    (scratch / build.library.name).write_bytes(b"half")
     with caplog.at_level("WARNING"):
         assert build.load().answer() == 42
     assert "building memrl's C++ kernels" in caplog.text
-    assert build.library.exists() and not build.scratch.exists()
+    assert build.library.exists() and not scratch.exists()
     assert {p.name for p in build.dir.iterdir()} == {"lock", build.library.name}
 
 

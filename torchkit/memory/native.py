@@ -79,7 +79,7 @@ def _read_sources(src_dir: Path) -> dict:
 class Build:
     """Where one build of an extension lives: ``root/<name>-<isa>-<versions>-<key>/``, holding
     ``lock`` (the flock), the published ``<module>.so`` and, only while building (or after a
-    killed build), the scratch folder ``build/``. ``key`` hashes everything the binary depends on."""
+    killed build), a scratch folder ``build-<pid>/``. ``key`` hashes everything the binary depends on."""
 
     def __init__(self, name: str, src_dir: Path, isa: Optional[str] = None, root: Optional[Path] = None):
         self.sources = _read_sources(Path(src_dir))  # read once: what is hashed is what is compiled
@@ -95,9 +95,7 @@ class Build:
         # can hold several builds and torch's in-process versioning never renames it
         tag = f"py{sys.version_info.major}{sys.version_info.minor}-torch{torch.__version__}".replace("+", "_")
         self.dir = Path(root or cache_root()) / f"{name}-{self.isa}-{tag}-{self.key}"
-        from torch.utils.cpp_extension import LIB_EXT
-        self.library = self.dir / f"{self.module}{LIB_EXT}"
-        self.scratch = self.dir / "build"
+        self.library = self.dir / f"{self.module}{'.pyd' if sys.platform == 'win32' else '.so'}"
 
     def load(self):
         """The compiled module: the published build if there is one, else built now under the lock."""
@@ -110,12 +108,15 @@ class Build:
             return self._build()
 
     def _build(self):
-        """Build in the scratch folder and publish by rename (the caller holds the lock)."""
+        """Build in a scratch folder and publish by rename (the caller holds the lock)."""
         from torch.utils import cpp_extension
-        # Only the lock holder uses the scratch folder, so whatever is there was left by a killed
-        # build (its half-written objects and torch's FileBaton 'lock', which would block load()).
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        src = self.scratch / "src"
+        # Only the lock holder builds, so any scratch folder here was left by a killed build (its
+        # half-written objects and torch's FileBaton 'lock', on which torch's load() would wait).
+        # Each build has its own folder: a dead build's compiler may still be writing into its own.
+        for old in self.dir.glob("build-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        scratch = self.dir / f"build-{os.getpid()}"
+        src = scratch / "src"
         src.mkdir(parents=True)
         for fname, data in self.sources.items():
             (src / fname).write_bytes(data)
@@ -127,11 +128,13 @@ class Build:
         versions = getattr(cpp_extension, "JIT_EXTENSION_VERSIONER", None)
         if versions is not None:
             versions.entries.pop(self.module, None)
-        sources = [str(src / f) for f in self.sources if f.endswith(".cpp")]
-        module = cpp_extension.load(name=self.module, sources=sources, extra_cflags=self.cflags,
-                                    extra_ldflags=self.ldflags, build_directory=str(self.scratch))
-        os.replace(self.scratch / self.library.name, self.library)  # atomic: complete or absent
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        try:
+            module = cpp_extension.load(
+                name=self.module, sources=[str(src / f) for f in self.sources if f.endswith(".cpp")],
+                extra_cflags=self.cflags, extra_ldflags=self.ldflags, build_directory=str(scratch))
+            os.replace(scratch / self.library.name, self.library)  # atomic: complete or absent
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         log.warning("built memrl's C++ kernels in %.0f s: %s", time.perf_counter() - start, self.library)
         sys.modules[self.module] = module
         return module
