@@ -104,7 +104,10 @@ def kill_build_midway_then_rebuild(tmp_path: Path, load_code: str, env: dict, ti
         assert {p.name for p in build_dir.iterdir()} == {"lock", next(build_dir.glob("*.so")).name}
         return out
     finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the orphaned compiler wrapper
+        try:
+            os.killpg(first.pid, signal.SIGKILL)  # the orphaned compiler wrapper
+        except ProcessLookupError:
+            pass
         first.stdout.close()
 
 
@@ -166,6 +169,15 @@ def test_bad_isa_names_the_value_and_the_choices(monkeypatch):
     monkeypatch.setenv("MEMRL_CPU_ISA", "sse9")
     with pytest.raises(ValueError, match=r"MEMRL_CPU_ISA must be one of .*'sse9'"):
         native.Build(native.NAME, native.CSRC)
+
+
+def test_the_venvs_ninja_is_found_when_the_venv_is_not_activated(tmp_path):
+    import sysconfig
+    scripts = sysconfig.get_path("scripts")
+    if not shutil.which("ninja", path=scripts):
+        pytest.skip("ninja is not installed beside this python")
+    assert native._with_ninja(str(tmp_path)) == os.pathsep.join([scripts, str(tmp_path)])
+    assert native._with_ninja(scripts) == scripts  # already there: unchanged
 
 
 def test_waiting_for_a_live_builder_then_loading_its_build(tmp_path, caplog):

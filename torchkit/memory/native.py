@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import sys
+import sysconfig
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -128,16 +129,28 @@ class Build:
         versions = getattr(cpp_extension, "JIT_EXTENSION_VERSIONER", None)
         if versions is not None:
             versions.entries.pop(self.module, None)
+        path = os.environ.get("PATH", "")
         try:
+            os.environ["PATH"] = _with_ninja(path)
             module = cpp_extension.load(
                 name=self.module, sources=[str(src / f) for f in self.sources if f.endswith(".cpp")],
                 extra_cflags=self.cflags, extra_ldflags=self.ldflags, build_directory=str(scratch))
             os.replace(scratch / self.library.name, self.library)  # atomic: complete or absent
         finally:
+            os.environ["PATH"] = path
             shutil.rmtree(scratch, ignore_errors=True)
         log.warning("built memrl's C++ kernels in %.0f s: %s", time.perf_counter() - start, self.library)
         sys.modules[self.module] = module
         return module
+
+
+def _with_ninja(path: str) -> str:
+    """``path`` with the environment's scripts folder added when ninja is only there: the ninja
+    package installs it beside python, which is not on PATH when a venv's python runs unactivated."""
+    scripts = sysconfig.get_path("scripts")
+    if shutil.which("ninja", path=path) is None and scripts and shutil.which("ninja", path=scripts):
+        return os.pathsep.join([scripts, path])
+    return path
 
 
 class _flock:
