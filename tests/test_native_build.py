@@ -171,6 +171,21 @@ def test_bad_isa_names_the_value_and_the_choices(monkeypatch):
         native.Build(native.NAME, native.CSRC)
 
 
+def test_without_flock_support_it_builds_unlocked_and_leaves_other_builds_alone(tmp_path, monkeypatch, caplog):
+    import errno
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(native.fcntl, "flock", no_flock)
+    build = native.Build("tiny", tiny_sources(tmp_path / "src"), root=tmp_path / "ext")
+    other = build.dir / "build-1"  # maybe another process's build in progress: no lock tells us
+    other.mkdir(parents=True)
+    with caplog.at_level("WARNING"):
+        assert build.load().answer() == 42
+    assert "building without a lock" in caplog.text
+    assert build.library.exists() and other.exists()
+
+
 def test_the_venvs_ninja_is_found_when_the_venv_is_not_activated(tmp_path):
     import sysconfig
     scripts = sysconfig.get_path("scripts")

@@ -103,18 +103,19 @@ class Build:
         if self.library.exists():  # published builds are complete: no lock needed
             return _import(self.module, self.library)
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _flock(self.dir / "lock"):
+        with _flock(self.dir / "lock") as lock:
             if self.library.exists():  # built by the process we waited for
                 return _import(self.module, self.library)
-            return self._build()
+            return self._build(exclusive=lock.held)
 
-    def _build(self):
-        """Build in a scratch folder and publish by rename (the caller holds the lock)."""
+    def _build(self, exclusive: bool = True):
+        """Build in a scratch folder and publish by rename. ``exclusive``: the caller holds the
+        lock, so no other build runs (without it, concurrent builds only duplicate work)."""
         from torch.utils import cpp_extension
         # Only the lock holder builds, so any scratch folder here was left by a killed build (its
         # half-written objects and torch's FileBaton 'lock', on which torch's load() would wait).
         # Each build has its own folder: a dead build's compiler may still be writing into its own.
-        for old in self.dir.glob("build-*"):
+        for old in self.dir.glob("build-*") if exclusive else ():
             shutil.rmtree(old, ignore_errors=True)
         scratch = self.dir / f"build-{os.getpid()}"
         src = scratch / "src"
@@ -155,10 +156,12 @@ def _with_ninja(path: str) -> str:
 
 class _flock:
     """An exclusive fcntl.flock on ``path`` (created if needed), held for a ``with`` block. The OS
-    releases it when the holder's process dies, however it dies; the file itself may stay."""
+    releases it when the holder's process dies, however it dies; the file itself may stay. On a file
+    system without flock (e.g. Lustre mounted without it) ``held`` is False and nothing waits."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.held = False
 
     def __enter__(self):
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -168,6 +171,11 @@ class _flock:
             holder = os.pread(self.fd, 200, 0).decode(errors="replace").strip() or "another process"
             log.warning("waiting for %s, which is building memrl's C++ kernels (lock %s)", holder, self.path)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except OSError as e:  # ENOLCK, ENOSYS, EOPNOTSUPP: no flock on this file system
+            log.warning("cannot lock %s (%s): building without a lock; concurrent runs may build the "
+                        "kernels twice (set TORCH_EXTENSIONS_DIR to a local disk to avoid it)", self.path, e)
+            return self
+        self.held = True
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
         return self
