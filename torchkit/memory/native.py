@@ -80,7 +80,7 @@ def _read_sources(src_dir: Path) -> dict:
 class Build:
     """Where one build of an extension lives: ``root/<name>-<isa>-<versions>-<key>/``, holding
     ``lock`` (the flock), the published ``<module>.so`` and, only while building (or after a
-    killed build), a scratch folder ``build-<pid>/``. ``key`` hashes everything the binary depends on."""
+    killed build), a scratch folder ``build-<host>-<pid>/``. ``key`` hashes everything the binary depends on."""
 
     def __init__(self, name: str, src_dir: Path, isa: Optional[str] = None, root: Optional[Path] = None):
         self.sources = _read_sources(Path(src_dir))  # read once: what is hashed is what is compiled
@@ -117,7 +117,7 @@ class Build:
         # Each build has its own folder: a dead build's compiler may still be writing into its own.
         for old in self.dir.glob("build-*") if exclusive else ():
             shutil.rmtree(old, ignore_errors=True)
-        scratch = self.dir / f"build-{os.getpid()}"
+        scratch = self.dir / f"build-{socket.gethostname()}-{os.getpid()}"
         src = scratch / "src"
         src.mkdir(parents=True)
         for fname, data in self.sources.items():
