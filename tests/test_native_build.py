@@ -41,16 +41,19 @@ def tiny_sources(path: Path, comment: str = "") -> Path:
 
 
 def slow_compiler(tmp_path: Path) -> tuple:
-    """A compiler wrapper that touches a marker file and hangs on every compile (-c) step, so a
-    test can kill a build while the compiler runs. Returns (its path, the marker)."""
+    """A compiler wrapper that touches a marker file and hangs on every compile (-c) step until a
+    stop file appears (then fails), so a test can kill a build while the compiler runs. ninja puts
+    each command in its own process group, so the stop file is how the test ends them.
+    Returns (its path, the marker, the stop file)."""
     real = shutil.which("c++")
-    marker = tmp_path / "compiling"
+    marker, stop = tmp_path / "compiling", tmp_path / "stop"
     wrapper = tmp_path / "bin" / "g++"  # torch accepts compilers named g++ without probing them
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -c "*) touch "{marker}"; sleep 600;; esac\n'
-                       f'exec "{real}" "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" -c "*) touch "{marker}"; n=0\n'
+                       f'  while [ ! -e "{stop}" ] && [ $n -lt 3000 ]; do sleep 0.2; n=$((n+1)); done; exit 1;;\n'
+                       f'esac\nexec "{real}" "$@"\n')
     wrapper.chmod(0o755)
-    return wrapper, marker
+    return wrapper, marker, stop
 
 
 def child(code: str, env_extra: dict, cwd=None) -> subprocess.Popen:
@@ -84,7 +87,7 @@ def lock_is_held(lock: Path) -> bool:
 def kill_build_midway_then_rebuild(tmp_path: Path, load_code: str, env: dict, timeout: float) -> str:
     """Start ``load_code`` (which builds) with a hanging compiler, SIGKILL it once the compiler runs,
     then run it again with the real compiler; returns the second run's output."""
-    wrapper, marker = slow_compiler(tmp_path)
+    wrapper, marker, stop = slow_compiler(tmp_path)
     first = child(load_code, {**env, "CXX": str(wrapper)})
     try:
         wait_for(marker, first, timeout=120)
@@ -104,10 +107,9 @@ def kill_build_midway_then_rebuild(tmp_path: Path, load_code: str, env: dict, ti
         assert {p.name for p in build_dir.iterdir()} == {"lock", next(build_dir.glob("*.so")).name}
         return out
     finally:
-        try:
-            os.killpg(first.pid, signal.SIGKILL)  # the orphaned compiler wrapper
-        except ProcessLookupError:
-            pass
+        stop.touch()  # ends the orphaned compiler wrappers
+        first.kill()
+        first.wait()
         first.stdout.close()
 
 
