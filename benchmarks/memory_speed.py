@@ -5,11 +5,13 @@
     python benchmarks/memory_speed.py --quick              # T=100 only, 2 timed calls (about 1 min)
 
 Part 1 times the SHM recurrence alone, from its factors θ, vc, ev, k, q [B,T,H] and M0 [B,H,H] to
-h [B,T,H] and M_T, by six methods:
+h [B,T,H] and M_T, by seven methods, and checks each against the package's reference
+(torchkit.memory.kernels.shm.shm_scan_steps in float64: "h err" = max |h − h_ref| / max |h_ref|):
   ref_index   the original code's style: C, U materialised [B,T,H,H] and indexed C[:, t] in the
               loop (each SelectBackward allocates a zero [B,T,H,H]: O(T²) backward)
   unbind      the same loop over C.unbind(1) (linear backward): the baseline of the ratios
-  hadamard    torchkit.memory.scan.hadamard_scan on materialised C, U (the previous SHM path)
+  steps       shm_scan_steps: the reference, one step at a time from the factors (autograd per step)
+  hadamard    torchkit.memory.kernels.hadamard.hadamard_scan on materialised C, U (the previous SHM path)
   eager       shm_scan(backend="eager")
   compiled    shm_scan(backend="compiled") (compile time reported separately)
   native      shm_scan(backend="native"): the C++ CPU kernel (CPU only; what SHM runs on CPU)
@@ -34,7 +36,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from torchkit.memory.scan import hadamard_scan, shm_scan  # noqa: E402
+from torchkit.memory.kernels.hadamard import hadamard_scan  # noqa: E402
+from torchkit.memory.kernels.shm import shm_scan, shm_scan_steps  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ SHM methods
@@ -64,6 +67,10 @@ def unbind(th, vc, ev, k, q, M0, clamp):
     return _loop(th, vc, ev, k, q, M0, clamp, index=False)
 
 
+def steps(th, vc, ev, k, q, M0, clamp):
+    return shm_scan_steps(th, vc, ev, k, q, M0, clamp=clamp)
+
+
 def hadamard(th, vc, ev, k, q, M0, clamp):
     C, U = _materialise(th, vc, ev, k)
     M = hadamard_scan(C, U, M0, clamp=clamp)
@@ -83,8 +90,8 @@ def native(th, vc, ev, k, q, M0, clamp):
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-SHM_METHODS = {"ref_index": ref_index, "unbind": unbind, "hadamard": hadamard, "eager": eager,
-               "compiled": compiled, "native": native}
+SHM_METHODS = {"ref_index": ref_index, "unbind": unbind, "steps": steps, "hadamard": hadamard,
+               "eager": eager, "compiled": compiled, "native": native}
 
 
 # ------------------------------------------------------------------------------ measurement
@@ -142,15 +149,20 @@ def fmt_t(s):
 def shm_table(args, device):
     print(f"## SHM recurrence, forward+backward (B={args.B}, H={args.H}, clamp={args.clamp}, "
           f"{torch.get_num_threads()} thread(s), {device}, {args.clock} time)\n")
-    print("| T | method | time | vs unbind | saved MB | vs unbind | first call |")
-    print("|---|---|---|---|---|---|---|")
+    print("| T | method | time | vs unbind | saved MB | vs unbind | first call | h err |")
+    print("|---|---|---|---|---|---|---|---|")
     for T in args.T:
         inputs = shm_inputs(args.B, T, args.H, device)
-        rows = {}
+        with torch.no_grad():
+            h_ref = shm_scan_steps(*(x.double() for x in inputs), clamp=args.clamp)[0]
+        rows, errs = {}, {}
         for name in args.methods:
             if (name == "ref_index" and T > args.max_ref_T) or (name == "native" and device.type != "cpu"):
                 rows[name] = None
                 continue
+            with torch.no_grad():
+                h = SHM_METHODS[name](*inputs, args.clamp)[0]
+            errs[name] = ((h.double() - h_ref).abs().max() / h_ref.abs().max()).item()
             reps = 1 if name == "ref_index" and T > 200 else args.reps
             rows[name] = measure(lambda *x: SHM_METHODS[name](*x, args.clamp), inputs, reps, device,
                                  CLOCKS[args.clock])
@@ -158,12 +170,13 @@ def shm_table(args, device):
         for name, r in rows.items():
             if r is None:
                 why = "CPU kernel" if name == "native" else f"T > --max-ref-T {args.max_ref_T}"
-                print(f"| {T} | {name} | skip ({why}) | | | | |")
+                print(f"| {T} | {name} | skip ({why}) | | | | | |")
                 continue
             first, med, saved = r
             rt = f"{base[1] / med:.2f}×" if base else ""
             rm = f"{saved / base[2]:.3f}×" if base and base[2] else ""
-            print(f"| {T} | {name} | {fmt_t(med)} | {rt} | {saved:.1f} | {rm} | {fmt_t(first)} |")
+            print(f"| {T} | {name} | {fmt_t(med)} | {rt} | {saved:.1f} | {rm} | {fmt_t(first)} | "
+                  f"{errs[name]:.1e} |")
         sys.stdout.flush()
     print()
 

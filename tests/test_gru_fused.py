@@ -1,12 +1,10 @@
-"""The fused CPU GRU recurrence against nn.GRU stepped one time step at a time (float64)."""
-import os
-
+"""The fused CPU GRU recurrence against gru_steps, its reference beside it (torchkit/memory/kernels/gru.py),
+which is checked against nn.GRU stepped one time step at a time (float64)."""
 import pytest
 import torch
 
-from torchkit.memory import native
 from torchkit.memory.base import forward_by_steps
-from torchkit.memory.gru_fused import fused_available, fused_gru, gru_backend
+from torchkit.memory.kernels.gru import fused_available, fused_gru, gru_backend, gru_steps
 from torchkit.memory.rnn import GRU
 
 needs_kernel = pytest.mark.skipif(not fused_available(), reason="the fused GRU kernel does not build here")
@@ -23,6 +21,19 @@ def _step_loop(gru: torch.nn.GRU, x, h0, reset):
     return torch.stack(ys, 1)
 
 
+@pytest.mark.parametrize("with_reset", [False, True])
+def test_reference_gru_steps_equals_nn_gru(with_reset):
+    torch.manual_seed(4)
+    gru = torch.nn.GRU(4, 5, batch_first=True).double()
+    x, h0 = torch.randn(3, 11, 4, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    reset = None
+    if with_reset:
+        reset = torch.zeros(3, 11, dtype=torch.bool)
+        reset[0, 0] = reset[1, 6] = reset[2, 3] = True
+    torch.testing.assert_close(gru_steps(x, h0, *gru.parameters(), reset), _step_loop(gru, x, h0, reset),
+                               rtol=1e-13, atol=1e-13)
+
+
 @needs_kernel
 @pytest.mark.parametrize("with_reset", [False, True])
 def test_fused_gru_matches_step_loop_values_and_all_grads(with_reset):
@@ -36,7 +47,7 @@ def test_fused_gru_matches_step_loop_values_and_all_grads(with_reset):
     reset = (torch.rand(B, T) < 0.25) if with_reset else None
     if with_reset:
         reset[0, 0] = reset[1, 5] = True
-    want = _step_loop(gru, x, h0, reset)
+    want = gru_steps(x, h0, *gru.parameters(), reset)
     got = fused_gru(x, h0, gru.weight_ih_l0, gru.weight_hh_l0, gru.bias_ih_l0, gru.bias_hh_l0, reset)
     assert torch.allclose(got, want, rtol=1e-12, atol=1e-12)
     w = torch.randn_like(want)
@@ -67,7 +78,7 @@ def test_fused_gru_float32_gradients_close_to_float64():
     reset = torch.rand(6, 50) < 0.1
     w = torch.randn(6, 50, 64, dtype=torch.float64)
     ref_in = [x.clone().requires_grad_(), h0.clone().requires_grad_(), *gru.parameters()]
-    want = _step_loop(gru, ref_in[0], ref_in[1], reset)
+    want = gru_steps(*ref_in, reset)
     g_want = torch.autograd.grad((want * w).sum(), ref_in)
     f32 = [t.detach().float().requires_grad_() for t in ref_in]
     got = fused_gru(f32[0], f32[1], *f32[2:], reset)
@@ -115,15 +126,3 @@ def test_without_a_compiler_auto_falls_back_to_nn_gru(no_native_kernels, monkeyp
     layer = GRU(3, 4)  # backend auto: still trains, through nn.GRU
     y, (h,) = layer(torch.randn(2, 5, 3))
     assert y.shape == (2, 5, 4) and torch.equal(h, y[:, -1])
-
-
-def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path):
-    lock = tmp_path / "lock"
-    lock.touch()
-    native._clear_stale_lock(tmp_path)  # a build in progress elsewhere: wait for it
-    assert lock.exists()
-    old = lock.stat().st_mtime - 3600
-    os.utime(lock, (old, old))
-    native._clear_stale_lock(tmp_path)  # left by a killed build: would block every later build
-    assert not lock.exists()
-    native._clear_stale_lock(tmp_path)  # no lock: nothing to do

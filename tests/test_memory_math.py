@@ -12,7 +12,7 @@ from torch.autograd import gradcheck
 
 from torchkit.memory.fwp import FWP
 from torchkit.memory.mlstm import MLSTM
-from torchkit.memory.scan import hadamard_scan, hadamard_scan_steps
+from torchkit.memory.kernels.hadamard import hadamard_scan, hadamard_scan_steps
 from torchkit.memory.shm import SHM
 
 f64 = torch.float64

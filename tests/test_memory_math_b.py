@@ -9,7 +9,7 @@ from torchkit.memory.base import forward_by_steps
 from torchkit.memory.ffm import FFM
 from torchkit.memory.gpt2 import GPT2
 from torchkit.memory.s6 import S6, selective_scan
-from torchkit.memory.scan import compile_works
+from torchkit.memory.kernels.backend import compile_works
 
 DT = torch.float64
 

@@ -1,4 +1,5 @@
-"""shm_scan / shm_step (the fused SHM kernels) against a float64 loop written from the equations.
+"""shm_scan / shm_step (the fused SHM kernels) against shm_scan_steps, the float64 loop written from
+the equations beside them (torchkit/memory/kernels/shm.py).
 
     C_t = 1 + tanh(θ_t ⊗ vc_t),  U_t = ev_t ⊗ k_t,  M_t = clamp(C_t ⊙ M_{t-1} + U_t),  h_t = M_t q_t
 
@@ -10,26 +11,17 @@ import pytest
 import torch
 
 from torchkit.memory import native
-from torchkit.memory.scan import _shm_gates, compile_works, scan_backend, shm_scan, shm_step
+from torchkit.memory.kernels.backend import compile_works, scan_backend
+from torchkit.memory.kernels.shm import _shm_gates, shm_scan, shm_scan_steps, shm_step
 from torchkit.memory.shm import SHM
 
 f64 = torch.float64
 NAMES = ("h", "M_T", "dθ", "dvc", "dev", "dk", "dq", "dM0")
 
 
-def oracle(th, vc, ev, k, q, M, clamp=None, reset=None):
-    """Step-by-step float64 loop with autograd; also returns the pre-clamp states P [B,T,H,H]."""
-    hs, Ps = [], []
-    for t in range(th.shape[1]):
-        if reset is not None:
-            M = M * (~reset[:, t]).to(M.dtype)[:, None, None]
-        C = 1 + torch.tanh(th[:, t, :, None] * vc[:, t, None, :])
-        M = C * M + ev[:, t, :, None] * k[:, t, None, :]
-        Ps.append(M.detach())
-        if clamp is not None:
-            M = torch.clamp(M, -clamp, clamp)
-        hs.append((M * q[:, t, None, :]).sum(-1))
-    return torch.stack(hs, 1), M, torch.stack(Ps, 1)
+def oracle(*inputs, **kw):
+    """The package's float64-ready step loop; also returns the pre-clamp states P [B,T,H,H]."""
+    return shm_scan_steps(*inputs, **kw, pre_clamp=True)
 
 
 def make(B=3, T=13, H=5, seed=0, gate=1.0, bias=0.0, M0_scale=1.0):
@@ -146,6 +138,30 @@ def test_shm_step_matches_scan(backend):
         ht, M_t = shm_step(*(x[:, t] for x in inputs[:5]), M_t, clamp=1.0)
         torch.testing.assert_close(ht, h[:, t])
     torch.testing.assert_close(M_t, M)
+
+
+def test_reference_equals_the_materialised_hadamard_reference():
+    """Two references written independently: shm_scan_steps from the factors, and hadamard_scan_steps
+    on C, U materialised [B,T,H,H] (the reset zeroes C_t and so the state carried into step t)."""
+    from torchkit.memory.kernels.hadamard import hadamard_scan_steps
+    th, vc, ev, k, q, M0 = make(T=17, gate=0.5, bias=0.4, M0_scale=2.0)
+    reset = resets(3, 17)
+    keep = (~reset).to(f64)[:, :, None, None]
+    C = (1 + torch.tanh(th[..., :, None] * vc[..., None, :])) * keep
+    Ms = hadamard_scan_steps(C, ev[..., :, None] * k[..., None, :], M0, clamp=3.0)
+    h, M, P = shm_scan_steps(th, vc, ev, k, q, M0, clamp=3.0, reset=reset, pre_clamp=True)
+    assert (P.abs() > 3.0).any()  # the clamp acts
+    torch.testing.assert_close(h, (Ms * q[..., None, :]).sum(-1), rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(M, Ms[:, -1], rtol=1e-13, atol=1e-13)
+
+
+def test_old_import_paths_still_work():
+    from torchkit.memory import gru_fused, scan
+    from torchkit.memory.kernels import backend, gru, hadamard, shm
+    assert scan.shm_scan is shm.shm_scan and scan.shm_step is shm.shm_step
+    assert scan.hadamard_scan is hadamard.hadamard_scan and scan.scan_backend is backend.scan_backend
+    assert scan.SHM_BACKENDS == backend.SHM_BACKENDS and scan.compile_works is backend.compile_works
+    assert gru_fused.fused_gru is gru.fused_gru and gru_fused.gru_backend is gru.gru_backend
 
 
 def test_saves_no_BTHH_tensor(backend):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Memory, State, has_inner_resets
-from .gru_fused import GRU_BACKENDS, fused_gru, gru_backend
+from .kernels.gru import GRU_BACKENDS, fused_gru, gru_backend
 
 
 class _RNN(Memory):

@@ -20,7 +20,9 @@ from torch import Tensor, nn
 
 from . import native
 from .base import ReadoutMemory, State
-from .scan import SHM_BACKENDS, hadamard_scan, scan_backend, shm_scan, shm_step
+from .kernels.backend import SHM_BACKENDS, scan_backend
+from .kernels.hadamard import hadamard_scan
+from .kernels.shm import shm_scan, shm_step
 from .util import SUMNORM_EPS, check_positive_ints, sumnorm_relu
 
 
