@@ -1,6 +1,6 @@
 """GRU and LSTM memories (PyTorch's fused kernels; a step loop only where a reset falls mid-sequence).
 
-On CPU the GRU's whole-sequence forward runs the fused C++ recurrence of ``gru_fused`` by default
+On CPU the GRU's whole-sequence forward runs the fused C++ recurrence of ``kernels.gru`` by default
 (backend auto; resets inside the sequence included), with nn.GRU's parameters: the same model, a
 faster backward."""
 from __future__ import annotations

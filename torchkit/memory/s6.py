@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .base import ReadoutMemory, State
-from .scan import BACKENDS, scan_backend
+from .kernels.backend import BACKENDS, scan_backend
 
 
 def _check_sizes(owner: str, **sizes) -> None:
@@ -207,7 +207,7 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0:
     """Returns (y [B,T,E] with y_t = h_t C_t, h_T [B,E,N]); see the module docstring.
 
     method: loop (in-place step loop, √T checkpoints) | chunked (chunk kernels, compiled by
-    ``backend``: auto | compiled | eager, see ``torchkit.memory.scan.scan_backend``; auto without a
+    ``backend``: auto | compiled | eager, see ``torchkit.memory.kernels.backend.scan_backend``; auto without a
     working torch.compile runs the loop, which beats the uncompiled kernels, and explicit eager runs
     the uncompiled kernels, for checks).
     Runs in h0's dtype with autocast off (the in-place buffers need one dtype).
