@@ -112,7 +112,10 @@ def load_run_config(run_dir: Path, device: Optional[str]):
         raise EvalError(f"{path} is missing, so {run_dir} is not a memrl run directory (pass the "
                         f"directory that holds .hydra/ and checkpoints/)")
     register_resolvers()
-    cfg = OmegaConf.load(path)
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as e:  # noqa: BLE001 - YAML errors of several kinds
+        raise EvalError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     if device is not None:
         cfg.device = device
     cfg.resume = None
@@ -178,11 +181,12 @@ def run_episodes(trainer, tasks: Sequence, seeds: Sequence[int], num_videos: int
     """One deterministic episode per (task, env seed), all in lockstep (one batched actor call per
     step, fresh memory each); meta-RL paths for every episode, frames for the first ``num_videos``."""
     import torch
+    from envs.meta import MultiEpisode
     n, A, dev = len(tasks), trainer.action_dim, trainer.device
-    k = int(trainer.cfg.env.get("episodes_per_task", 1))
     env_list, recorders, episodes = [], [], []
     for i, seed in enumerate(seeds):
         env = trainer._make_env(seed=int(seed))
+        k = env.k if isinstance(env, MultiEpisode) else 1  # inner episodes per task
         recorder = None
         if hasattr(env.unwrapped, "position"):
             env, recorder = attach_path_recorder(env)
@@ -233,7 +237,7 @@ def run_episodes(trainer, tasks: Sequence, seeds: Sequence[int], num_videos: int
         prev_a = actions
     for env, recorder, ep in zip(env_list, recorders, episodes):
         if recorder is not None:
-            ep.paths = [np.array(p) for p in recorder.paths[-k:]]
+            ep.paths = [np.array(p) for p in recorder.paths[-len(ep.returns):]]
         env.close()
     return episodes
 
@@ -355,11 +359,7 @@ def evaluate(args: dict) -> int:
     run_dir = args["run_dir"]
     cfg = load_run_config(run_dir, args["device"])
     ckpt_path = resolve_checkpoint(run_dir, args["ckpt"])
-    out = Path(args["out"]) if args["out"] else run_dir / "eval" / ckpt_path.stem
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EvalError(f"cannot create the output directory {out} ({e.strerror or e}); pass out=<a writable directory>")
+    from omegaconf.errors import OmegaConfBaseException
 
     from src.checkpoint import CheckpointError, load_checkpoint
     from src.loop import Trainer
@@ -368,6 +368,9 @@ def evaluate(args: dict) -> int:
         ckpt = load_checkpoint(ckpt_path, map_location=trainer.device)
     except (CheckpointError, ValueError) as e:
         raise EvalError(str(e)) from e
+    except OmegaConfBaseException as e:
+        raise EvalError(f"the run's config {run_dir / '.hydra' / 'config.yaml'} cannot build the agent "
+                        f"({type(e).__name__}: {str(e).splitlines()[0]}): is it a memrl training config?") from e
     if "agent" not in ckpt:
         raise EvalError(f"{ckpt_path} holds no agent weights (keys: {', '.join(ckpt)}): not a memrl training checkpoint")
     try:
@@ -376,6 +379,11 @@ def evaluate(args: dict) -> int:
         raise EvalError(f"{ckpt_path} does not fit the run's config {run_dir / '.hydra' / 'config.yaml'} "
                         f"({str(e).splitlines()[0]}): was the checkpoint copied from another run?") from e
     trainer.agent.eval()
+    out = Path(args["out"]) if args["out"] else run_dir / "eval" / ckpt_path.stem
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EvalError(f"cannot create the output directory {out} ({e.strerror or e}); pass out=<a writable directory>")
 
     k = int(cfg.env.get("episodes_per_task", 1))
     splits = {"train": trainer.train_tasks, "eval": trainer.eval_tasks} if trainer.has_tasks else {"eval": trainer.eval_tasks}
@@ -409,7 +417,7 @@ def evaluate(args: dict) -> int:
         all_goals = getattr(probe, "goals", None)
         for split, eps in results.items():
             written.append(plot_trajectories(
-                eps[:args["tasks"]], f"{cfg.env.name} / {cfg.model.name}: {split} tasks ({ckpt_path.stem}.pt)",
+                eps[:args["tasks"]], f"{cfg.env.name} / {cfg.model.name}: {split} tasks ({ckpt_path.name})",
                 out / f"trajectories_{split}.png", float(probe.goal_radius), all_goals))
     for split, eps in results.items():
         for i, ep in enumerate(e for e in eps if e.frames):

@@ -188,3 +188,25 @@ def test_wind_paths_start_at_the_origin_and_carry_the_wind():
     for ep in eps:
         assert len(ep.paths) == 1 and np.allclose(ep.paths[0][0], 0.0)
         assert np.allclose(ep.goal, [0.0, 1.0]) and np.allclose(ep.wind, env.winds[ep.task])
+
+
+def test_checkpoints_that_do_not_fit_are_exit_2(runs, tmp_path, capsys):
+    run, other = runs("tmaze_passive"), runs("key_to_door")
+    # another run's weights (pixels and a CNN there, two floats here)
+    assert evaluate.main([str(run), f"ckpt={other / 'checkpoints' / 'last.pt'}", f"out={tmp_path / 'a'}"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit the run's config" in err and err.count("\n") == 1
+    # a truncated file
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes((run / "checkpoints" / "last.pt").read_bytes()[:100])
+    assert evaluate.main([str(run), f"ckpt={bad}", f"out={tmp_path / 'b'}"]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    # a config that is not a training config, with a checkpoint beside it
+    broken = tmp_path / "broken"
+    (broken / ".hydra").mkdir(parents=True)
+    (broken / ".hydra" / "config.yaml").write_text("seed: 0\nnum_threads: 1\ndevice: cpu\n")
+    (broken / "checkpoints").mkdir()
+    shutil.copy(run / "checkpoints" / "last.pt", broken / "checkpoints" / "last.pt")
+    assert evaluate.main([str(broken)]) == 2
+    assert "cannot build the agent" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (broken / "eval").exists()
