@@ -20,6 +20,8 @@ the run's checkpoints/ or progress.csv:
                                   each split: start, goal region, path per inner episode
   episode{i}_{success|fail}.gif   credit: the first ``videos`` (default 2) episodes frame by frame
                                   (the whole board, the agent's 5x5 view outlined), ``fps`` 10
+  episode{i}_{success|fail}.png   the same episode's key frames side by side: the first frame of
+                                  each phase and the last (T-Maze: first, middle, last)
 
 ``episodes=N``: episodes per split (default: each task of the split once, as in training; credit:
 eval.num_episodes). Meta-RL tasks are taken in split order, round robin when N exceeds the split.
@@ -134,6 +136,7 @@ class Episode:
     wind: Optional[np.ndarray] = None
     frames: List[np.ndarray] = field(default_factory=list)  # credit: rendered frames (recorded episodes)
     captions: List[str] = field(default_factory=list)
+    phases: List[int] = field(default_factory=list)  # the phase of each frame (phased envs; else 0)
 
 
 def _path_recorder_cls():
@@ -177,6 +180,12 @@ def _phase(env) -> str:
     return f", phase {u.phase_index + 1}/{u.num_phases}" if hasattr(u, "phase_index") else ""
 
 
+def _record_frame(env, ep: Episode, caption: str) -> None:
+    ep.frames.append(env.unwrapped.render_rgb())
+    ep.captions.append(caption)
+    ep.phases.append(int(getattr(env.unwrapped, "phase_index", 0)))
+
+
 def run_episodes(trainer, tasks: Sequence, seeds: Sequence[int], num_videos: int = 0) -> List[Episode]:
     """One deterministic episode per (task, env seed), all in lockstep (one batched actor call per
     step, fresh memory each); meta-RL paths for every episode, frames for the first ``num_videos``."""
@@ -205,8 +214,7 @@ def run_episodes(trainer, tasks: Sequence, seeds: Sequence[int], num_videos: int
     video = [i < num_videos and hasattr(env.unwrapped, "render_rgb") for i, env in enumerate(env_list)]
     names = [getattr(env.unwrapped, "action_names", None) for env in env_list]
     for i in np.flatnonzero(video):
-        episodes[i].frames.append(env_list[i].unwrapped.render_rgb())
-        episodes[i].captions.append(f"t 0{_phase(env_list[i])} | return 0")
+        _record_frame(env_list[i], episodes[i], f"t 0{_phase(env_list[i])} | return 0")
 
     alive = np.ones(n, dtype=bool)
     prev_a = np.zeros((n, A), dtype=np.float32)
@@ -226,9 +234,8 @@ def run_episodes(trainer, tasks: Sequence, seeds: Sequence[int], num_videos: int
             cur[i], prev_r[i, 0] = o, r
             if video[i]:
                 act = names[i][int(env_actions[i])] if names[i] else str(env_actions[i])
-                ep.frames.append(env_list[i].unwrapped.render_rgb())
-                ep.captions.append(f"t {ep.length}{_phase(env_list[i])} | {act} | r {r:+g} | "
-                                   f"return {ep.returns.sum():g}")
+                _record_frame(env_list[i], ep, f"t {ep.length}{_phase(env_list[i])} | {act} | r {r:+g} | "
+                                               f"return {ep.returns.sum():g}")
             if terminated or truncated:
                 alive[i] = False
                 ep.success = bool(info.get("success", False))
@@ -346,6 +353,29 @@ def captioned(frame: np.ndarray, caption: str, font, min_width: int = 360):
     return image
 
 
+def key_frame_indices(phases: Sequence[int]) -> List[int]:
+    """The first frame of every phase and the last frame; without phases: first, middle, last."""
+    n = len(phases)
+    starts = [i for i in range(n) if i == 0 or phases[i] != phases[i - 1]]
+    idx = starts if len(starts) > 1 else [0, n // 2]
+    return sorted(set(idx + [n - 1]))
+
+
+def write_key_frames(ep: Episode, path: Path) -> Path:
+    """The key frames of an episode side by side (a still to look at or put in a document)."""
+    from PIL import Image
+    font = _caption_font()
+    images = [captioned(ep.frames[i], ep.captions[i], font) for i in key_frame_indices(ep.phases)]
+    sheet = Image.new("RGB", (sum(im.width for im in images) + 8 * (len(images) - 1),
+                              max(im.height for im in images)), "white")
+    x = 0
+    for im in images:
+        sheet.paste(im, (x, 0))
+        x += im.width + 8
+    sheet.save(path)
+    return path
+
+
 def write_gif(frames: Sequence[np.ndarray], captions: Sequence[str], path: Path, fps: int) -> Path:
     font = _caption_font()
     images = [captioned(f, c, font) for f, c in zip(frames, captions)]
@@ -409,7 +439,7 @@ def evaluate(args: dict) -> int:
         {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "counters": counters, "env": cfg.env.name,
          "model": cfg.model.name, "seed": cfg.seed, "env_seed": args["seed"], "metrics": metrics}, indent=2) + "\n")
     written = [out / "results.md", out / "results.json"]
-    for old in (*out.glob("trajectories_*.png"), *out.glob("episode*_success.gif"), *out.glob("episode*_fail.gif")):
+    for old in (*out.glob("trajectories_*.png"), *out.glob("episode*_success.*"), *out.glob("episode*_fail.*")):
         old.unlink()  # pictures of an earlier evaluation into this directory
 
     if trainer.has_tasks and args["tasks"] > 0:
@@ -421,8 +451,9 @@ def evaluate(args: dict) -> int:
                 out / f"trajectories_{split}.png", float(probe.goal_radius), all_goals))
     for split, eps in results.items():
         for i, ep in enumerate(e for e in eps if e.frames):
-            written.append(write_gif(ep.frames, ep.captions,
-                                     out / f"episode{i + 1}_{'success' if ep.success else 'fail'}.gif", args["fps"]))
+            stem = f"episode{i + 1}_{'success' if ep.success else 'fail'}"
+            written.append(write_gif(ep.frames, ep.captions, out / f"{stem}.gif", args["fps"]))
+            written.append(write_key_frames(ep, out / f"{stem}.png"))
     for path in written:
         print(f"wrote {path}")
     return 0

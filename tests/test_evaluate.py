@@ -88,8 +88,13 @@ def test_evaluate_a_smoke_run_of_every_family(runs, env, capsys):
         horizon = int(cfg.env.horizon)
         with Image.open(gifs[0]) as im:
             assert im.format == "GIF" and im.n_frames == horizon + 1  # the reset frame + one per step
-            assert im.size[0] >= 320 and im.size[1] > 18
-        assert not list(d.glob("*.png"))
+            panel = im.size
+            assert panel[0] >= 360 and panel[1] > 18
+        # key frames: each phase's first and the last (3 phases), or first, middle, last (T-Maze)
+        with Image.open(gifs[0].with_suffix(".png")) as im:
+            n = 3 if env == "tmaze_passive" else 4
+            assert im.format == "PNG" and im.size == (n * panel[0] + 8 * (n - 1), panel[1])
+        assert len(list(d.glob("*.png"))) == 1
     assert f"wrote {d / 'results.md'}" in out
 
 
@@ -188,6 +193,12 @@ def test_wind_paths_start_at_the_origin_and_carry_the_wind():
     for ep in eps:
         assert len(ep.paths) == 1 and np.allclose(ep.paths[0][0], 0.0)
         assert np.allclose(ep.goal, [0.0, 1.0]) and np.allclose(ep.wind, env.winds[ep.task])
+
+
+def test_key_frames():
+    assert evaluate.key_frame_indices([0, 0, 1, 1, 1, 2, 2]) == [0, 2, 5, 6]
+    assert evaluate.key_frame_indices([0] * 7) == [0, 3, 6]
+    assert evaluate.key_frame_indices([0, 1]) == [0, 1]
 
 
 def test_checkpoints_that_do_not_fit_are_exit_2(runs, tmp_path, capsys):
