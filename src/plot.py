@@ -7,8 +7,17 @@ the env, model and seed from .hydra/config.yaml, the curve from progress.csv. Wr
 ``<env>.png``: the metric (default eval/success_eval) against env_steps, one line per model, the
 mean over seeds with a ± std band (seeds evaluated at different steps are interpolated onto a
 common grid that every seed covers), and ``summary.md``: per env and model, the final value
-(each seed's last evaluation) as mean ± std over seeds, n seeds and the env steps reached.
+(each seed's last evaluation) as mean ± std over seeds and as the interquartile mean (IQM) with a
+95 % stratified-bootstrap confidence interval, n seeds and the env steps reached; for success
+metrics, also each model's IQM over all its (env, seed) finals.
 Partial sweeps work: runs without progress.csv or without rows are listed as skipped.
+
+IQM and its interval follow rliable (Agarwal et al., 2021): the IQM of n scores is the mean of
+the scores left after dropping the floor(n/4) lowest and the floor(n/4) highest (scipy's
+``trim_mean(x, 0.25)``, as in rliable; the plain mean for n < 4). The interval resamples the runs
+with replacement within each task (env) separately, ``--n-boot`` times (default 10,000, numpy
+generator seeded with 0, so the table is reproducible), and takes the 2.5 and 97.5 percentiles of
+the resampled IQMs. With a single seed the interval is the point itself.
 """
 from __future__ import annotations
 
@@ -29,6 +38,7 @@ MODEL_ORDER = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm", "lstm", "mlp"]
 COLORS = {"shm": "#d62728", "gru": "#1f77b4", "fwp": "#2ca02c", "gpt2": "#9467bd", "s6": "#ff7f0e",
           "mlstm": "#8c564b", "ffm": "#e377c2", "lstm": "#17becf", "mlp": "#7f7f7f"}
 EXTRA_COLORS = ["#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354"]
+N_BOOT = 10_000  # bootstrap resamples for the IQM intervals
 SKIP_DIRS = {".submitit", ".hydra", "code", "checkpoints", "tb", "wandb", "plots", ".git", "__pycache__"}
 
 
@@ -129,6 +139,43 @@ def aggregate(runs: Sequence[Run]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, 
     return grid, ys.mean(0), ys.std(0), note
 
 
+def iqm_rows(samples: np.ndarray) -> np.ndarray:
+    """IQM of each row of [B, n]: the mean after dropping floor(n/4) lowest and highest values."""
+    samples = np.sort(np.asarray(samples, dtype=float), axis=-1)
+    n = samples.shape[-1]
+    if n == 0:
+        raise ValueError("IQM of no scores")
+    cut = n // 4
+    return samples[..., cut:n - cut].mean(-1)
+
+
+def iqm(scores) -> float:
+    """Interquartile mean of all the scores (flattened)."""
+    return float(iqm_rows(np.ravel(np.asarray(scores, dtype=float))[None])[0])
+
+
+def stratified_bootstrap_ci(strata: Sequence[Sequence[float]], n_boot: int = N_BOOT, confidence: float = 0.95,
+                            seed: int = 0) -> Tuple[float, float]:
+    """Percentile interval of the IQM of all strata's scores pooled, each bootstrap sample drawing
+    every stratum's runs with replacement from that stratum only (so each keeps its size)."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for x in strata:
+        x = np.asarray(x, dtype=float)
+        parts.append(x[rng.integers(len(x), size=(n_boot, len(x)))])
+    stats = iqm_rows(np.concatenate(parts, axis=1))
+    tail = 100 * (1 - confidence) / 2
+    lo, hi = np.percentile(stats, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def fmt_iqm(strata: Sequence[Sequence[float]], n_boot: int) -> str:
+    lo, hi = stratified_bootstrap_ci(strata, n_boot)
+    return f"{iqm(np.concatenate([np.ravel(s) for s in strata])):.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def order_labels(labels) -> List[str]:
     def key(lab):
         base = lab.split("/")[0]
@@ -199,16 +246,32 @@ def plot_env(env: str, by_label: Dict[str, List[Run]], metric: str, out: Path, e
     return path, notes
 
 
-def summary_table(env: str, by_label: Dict[str, List[Run]], metric: str) -> str:
-    lines = [f"### {env}", "", f"| model | final {metric} (mean ± std) | n seeds | seeds | env steps |",
-             "|---|---|---|---|---|"]
+def summary_table(env: str, by_label: Dict[str, List[Run]], metric: str, n_boot: int = N_BOOT) -> str:
+    lines = [f"### {env}", "", f"| model | final {metric} (mean ± std) | IQM [95 % CI] | n seeds | seeds | env steps |",
+             "|---|---|---|---|---|---|"]
     for label in order_labels(by_label):
         runs = by_label[label]
         finals = np.array([r.y[-1] for r in runs])
         steps = sorted({int(r.x[-1]) for r in runs})
         steps_s = f"{steps[0]}" if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
         seeds = ",".join(str(s) for s in sorted(r.seed for r in runs if r.seed is not None))
-        lines.append(f"| {label} | {finals.mean():.3f} ± {finals.std():.3f} | {len(runs)} | {seeds} | {steps_s} |")
+        lines.append(f"| {label} | {finals.mean():.3f} ± {finals.std():.3f} | {fmt_iqm([finals], n_boot)} | "
+                     f"{len(runs)} | {seeds} | {steps_s} |")
+    return "\n".join(lines) + "\n"
+
+
+def across_envs_table(groups: Dict[str, Dict[str, List[Run]]], metric: str, n_boot: int = N_BOOT) -> str:
+    """Per label present in several envs: the IQM of the finals of all its (env, seed) runs, the
+    interval resampling seeds within each env. Only for success rates (returns are not on one scale)."""
+    labels = [lab for lab in order_labels({lab for g in groups.values() for lab in g})
+              if sum(lab in g for g in groups.values()) > 1]
+    if not labels or "success" not in metric:
+        return ""
+    lines = ["### all envs", "", f"| model | IQM of final {metric} [95 % CI] | envs | runs |", "|---|---|---|---|"]
+    for label in labels:
+        envs = sorted(env for env, g in groups.items() if label in g)
+        strata = [np.array([r.y[-1] for r in groups[env][label]]) for env in envs]
+        lines.append(f"| {label} | {fmt_iqm(strata, n_boot)} | {', '.join(envs)} | {sum(map(len, strata))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -222,7 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--x", default="env_steps", help="x-axis column (default env_steps)")
     p.add_argument("--label", default="model.name",
                    help="config key(s), comma-separated, naming a curve (default model.name)")
+    p.add_argument("--n-boot", type=int, default=N_BOOT,
+                   help=f"bootstrap resamples for the IQM confidence intervals (default {N_BOOT})")
     a = p.parse_args(argv)
+    if a.n_boot < 1:
+        p.error(f"--n-boot must be >= 1, got {a.n_boot}")
 
     run_dirs, problems = find_run_dirs(a.paths)
     runs, skipped = load_runs(run_dirs, a.metric, a.x, [k for k in a.label.split(",") if k])
@@ -248,10 +315,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         path, env_notes = plot_env(env, groups[env], a.metric, out, extra_colors)
         notes += env_notes
         print(f"wrote {path}")
-        tables.append(summary_table(env, groups[env], a.metric))
+        tables.append(summary_table(env, groups[env], a.metric, a.n_boot))
+    across = across_envs_table(groups, a.metric, a.n_boot)
+    if across:
+        tables.append(across)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
-    md = (f"# Final {a.metric}\n\nEach seed's last evaluation; mean ± std (numpy std, ddof=0) over seeds. "
+    md = (f"# Final {a.metric}\n\nEach seed's last evaluation; mean ± std (numpy std, ddof=0) over seeds; "
+          f"interquartile mean (IQM) with a 95 % stratified-bootstrap interval (seeds resampled within each "
+          f"env, {a.n_boot} resamples, seed 0; see `python -m src.plot --help`). "
           f"{len(runs)} runs, {len(problems) + len(skipped)} skipped.\n\n" + "\n".join(tables))
     (out / "summary.md").write_text(md)
     print(f"wrote {out / 'summary.md'}\n")

@@ -1,5 +1,6 @@
 """src.plot on synthetic run dirs (the real-sweep case is in test_sweeps.py)."""
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -7,6 +8,12 @@ import pytest
 from src import plot
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def table_row(md, label):
+    """The cells of the first table row of ``label`` in ``md``, the IQM's interval left out."""
+    line = next(ln for ln in md.splitlines() if ln.startswith(f"| {label} |"))
+    return [re.sub(r" \[.*\]$", "", c.strip()) for c in line.strip("|").split("|")]
 
 
 def make_run(path, env, model, seed, steps, values, extra_rows=()):
@@ -51,12 +58,19 @@ def test_plot_writes_a_png_per_env_and_the_final_table(sweep, tmp_path, capsys):
         png = out / f"{env}.png"
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 10_000
     md = (out / "summary.md").read_text()
-    # shm finals: 0.5 + 0.1*seed over seeds 0,1,2 -> 0.6 ± std([0.5,0.6,0.7]) = 0.082
-    assert "| shm | 0.600 ± 0.082 | 3 | 0,1,2 | 300 |" in md
-    assert "| gru | 0.300 ± 0.082 | 3 | 0,1,2 | 300 |" in md
-    assert md.index("| shm |") < md.index("| gru |")  # paper order
+    wind = md[md.index("### wind"):]
+    # shm finals: 0.5 + 0.1*seed over seeds 0,1,2 -> 0.6 ± std([0.5,0.6,0.7]) = 0.082; IQM of 3 = mean
+    assert table_row(wind, "shm") == ["shm", "0.600 ± 0.082", "0.600", "3", "0,1,2", "300"]
+    lo, hi = plot.stratified_bootstrap_ci([[0.5, 0.6, 0.7]])
+    assert f"0.600 [{lo:.3f}, {hi:.3f}]" in wind and 0.5 <= lo < 0.6 < hi <= 0.7
+    assert table_row(wind, "gru") == ["gru", "0.300 ± 0.082", "0.300", "3", "0,1,2", "300"]
+    assert wind.index("| shm |") < wind.index("| gru |")  # paper order
     # finals 0.5 (at 250 steps) and 0.6 (at 300: the cut-short row at 400 is ignored)
-    assert "| mlp | 0.550 ± 0.050 | 2 | 0,1 | 250–300 |" in md
+    assert table_row(wind, "mlp") == ["mlp", "0.550 ± 0.050", "0.550", "2", "0,1", "250–300"]
+    # across envs: shm's 6 finals (0.5, 0.6, 0.7 in both envs): IQM drops one 0.5 and one 0.7 -> 0.6
+    across = md[md.index("### all envs"):]
+    assert table_row(across, "shm") == ["shm", "0.600", "point_robot, wind", "6"]
+    assert "| mlp |" not in across  # mlp ran on wind only
     err = capsys.readouterr().err
     assert "wind_ffm_seed0: no progress.csv" in err
     assert "wind_ffm_seed1: progress.csv has no rows" in err
@@ -79,7 +93,9 @@ def test_single_run_dir_and_default_output(sweep, capsys):
     run = sweep / "wind_shm_seed0"
     assert plot.main([str(run), "--metric", "eval/success_eval"]) == 0
     assert (run / "plots" / "wind.png").read_bytes()[:8] == PNG
-    assert "| shm | 0.500 ± 0.000 | 1 | 0 | 300 |" in (run / "plots" / "summary.md").read_text()
+    md = (run / "plots" / "summary.md").read_text()
+    assert "| shm | 0.500 ± 0.000 | 0.500 [0.500, 0.500] | 1 | 0 | 300 |" in md  # one seed: a point interval
+    assert "### all envs" not in md
 
 
 def test_nothing_to_plot_is_an_error(tmp_path, capsys):
@@ -87,3 +103,48 @@ def test_nothing_to_plot_is_an_error(tmp_path, capsys):
     assert plot.main([str(tmp_path / "empty"), str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err
     assert "no run directories" in err and "missing: not a directory" in err and "error: no run" in err
+
+
+# ------------------------------------------------------------------ IQM and its bootstrap interval
+def test_iqm_matches_hand_computed_values():
+    # 8 scores: drop the 2 lowest (1, 2) and 2 highest (7, 8): mean(3, 4, 5, 6) = 4.5
+    assert plot.iqm([5, 1, 8, 3, 7, 2, 6, 4]) == pytest.approx(4.5)
+    # sorted 0.1 0.2 | 0.3 0.4 0.5 0.8 | 0.9 1.0 -> 2.0 / 4
+    assert plot.iqm([0.1, 0.9, 0.2, 0.8, 0.5, 0.4, 0.3, 1.0]) == pytest.approx(0.5)
+    # an outlier does not move it: 0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 100 -> 0.5
+    assert plot.iqm([0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 100]) == pytest.approx(0.5)
+    # n = 5: floor(5/4) = 1 cut each side (scipy's trim_mean(x, 0.25)): mean(2, 3, 4) = 3
+    assert plot.iqm([10, 2, 3, 4, -10]) == pytest.approx(3.0)
+    assert plot.iqm([1.0, 2.0, 6.0]) == pytest.approx(3.0)  # n < 4: the mean
+    assert plot.iqm([[1, 2], [3, 4]]) == pytest.approx(2.5)  # flattened
+    assert np.allclose(plot.iqm_rows(np.array([[5, 1, 8, 3, 7, 2, 6, 4], [1, 1, 1, 1, 9, 9, 9, 9]])), [4.5, 5.0])
+    with pytest.raises(ValueError, match="no scores"):
+        plot.iqm([])
+
+
+def test_bootstrap_ci_contains_the_estimate_and_shrinks_with_more_seeds():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (5, 20, 80):
+        scores = rng.normal(0.5, 0.2, size=n)
+        lo, hi = plot.stratified_bootstrap_ci([scores], n_boot=4000)
+        assert lo <= plot.iqm(scores) <= hi
+        assert lo < hi
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2]
+    # reproducible: a fixed seed gives the same interval
+    assert plot.stratified_bootstrap_ci([[0.1, 0.4, 0.9, 0.3]]) == plot.stratified_bootstrap_ci([[0.1, 0.4, 0.9, 0.3]])
+
+
+def test_bootstrap_is_stratified_by_task():
+    # Task A all 0, task B all 1, 4 seeds each: every resample keeps 4 zeros and 4 ones, so the
+    # pooled IQM is always 0.5 (pooled resampling would give anything from 0 to 1).
+    lo, hi = plot.stratified_bootstrap_ci([np.zeros(4), np.ones(4)], n_boot=2000)
+    assert lo == hi == 0.5
+    lo, hi = plot.stratified_bootstrap_ci([np.r_[np.zeros(4), np.ones(4)]], n_boot=2000)
+    assert lo < 0.5 < hi
+    # unequal strata sizes: each stratum is resampled at its own size
+    lo, hi = plot.stratified_bootstrap_ci([[0.0], [1.0, 1.0, 1.0]], n_boot=500)
+    assert lo == hi == 1.0  # IQM of (0, 1, 1, 1) drops 0 and one 1
+    with pytest.raises(ValueError, match="n_boot"):
+        plot.stratified_bootstrap_ci([[1.0]], n_boot=0)

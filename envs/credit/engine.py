@@ -147,6 +147,14 @@ class Phase:
     def update_objects(self) -> float:
         return 0.0
 
+    def render_board(self, palette: np.ndarray) -> np.ndarray:
+        """The whole (height, width, 3) uint8 board with the player, as a person would look at it
+        (pictures only; the agent sees ``render``)."""
+        view = palette[self.board[MARGIN:-MARGIN, MARGIN:-MARGIN]]
+        if self.board[self._player] not in self._covers_player:
+            view[self.player] = palette[ord(PLAYER)]
+        return view
+
     def render(self, palette: np.ndarray) -> np.ndarray:
         """The (5, 5, 3) uint8 egocentric crop."""
         row, col = self._player
@@ -270,10 +278,13 @@ class PhasedGridEnv(gym.Env):
     ``info["success"]``.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
     num_phases = 3
+    action_names = ("up", "down", "left", "right")  # for captions
 
-    def __init__(self):
+    def __init__(self, render_mode: Optional[str] = None):
+        check_render_mode(render_mode, self.metadata)
+        self.render_mode = render_mode
         self.observation_space = spaces.Box(0, 255, shape=(CROP, CROP, 3), dtype=np.uint8)
         self.action_space = spaces.Discrete(len(MOVES))
         self.palette = make_palette()
@@ -310,3 +321,48 @@ class PhasedGridEnv(gym.Env):
                 self.phase_index += 1
                 self.phase = self._make_phase(self.phase_index)
         return self.phase.render(self.palette), float(reward), terminated, False, info
+
+    def render_rgb(self, scale: int = 24) -> np.ndarray:
+        """The current phase's whole board, ``scale`` pixels per cell, with a magenta outline around
+        the 5x5 window the agent observes: (H * scale, W * scale, 3) uint8."""
+        image = upscale(self.phase.render_board(self.palette), scale)
+        row, col = self.phase.player
+        top, left = (row - MARGIN) * scale, (col - MARGIN) * scale
+        outline_box(image, top, left, CROP * scale, CROP * scale, width_px=max(1, scale // 12))
+        return image
+
+    def render(self):
+        """``render_mode="rgb_array"``: ``render_rgb()``; no render mode: None."""
+        return self.render_rgb() if self.render_mode == "rgb_array" else None
+
+
+def check_render_mode(render_mode: Optional[str], metadata: dict) -> None:
+    if render_mode is not None and render_mode not in metadata["render_modes"]:
+        raise ValueError(f"render_mode={render_mode!r} is not supported; valid: None, "
+                         f"{', '.join(map(repr, metadata['render_modes']))}")
+
+
+def upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """Each pixel of an (H, W, 3) image becomes a scale x scale block."""
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1 pixel per cell, got {scale}")
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def outline_box(image: np.ndarray, top: int, left: int, height: int, width: int,
+                width_px: int = 1, colour=(220, 0, 220)) -> None:
+    """Draw a rectangle outline in place, clipped to the image."""
+    H, W = image.shape[:2]
+    t, b = max(top, 0), min(top + height, H)
+    l, r = max(left, 0), min(left + width, W)
+    if t >= b or l >= r:
+        return
+    w = width_px
+    if top >= 0:
+        image[t:t + w, l:r] = colour
+    if top + height <= H:
+        image[b - w:b, l:r] = colour
+    if left >= 0:
+        image[t:b, l:l + w] = colour
+    if left + width <= W:
+        image[t:b, r - w:r] = colour

@@ -13,6 +13,8 @@ Defaults are the SHM fork's (10 / 250 / 3, final reward 10); Memory-RL uses 15 /
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from .engine import (APPLE_CANDIDATE_CELLS, DOOR, INDICATOR, WALL, ApplePhase, DoorPhase,
                      KeyPhase, Phase, PhasedGridEnv)
 
@@ -47,8 +49,8 @@ DOOR_CELL = (1, 5)
 class KeyToDoorEnv(PhasedGridEnv):
     def __init__(self, explore_steps: int = 10, distractor_steps: int = 250, reward_steps: int = 3,
                  final_reward: float = 10.0, apple_reward: float = 1.0, num_apples: int = 10,
-                 respawn_every: int = 20):
-        super().__init__()
+                 respawn_every: int = 20, render_mode: Optional[str] = None):
+        super().__init__(render_mode)
         if not 0 <= num_apples <= len(APPLE_CANDIDATE_CELLS):
             raise ValueError(f"num_apples must be in [0, {len(APPLE_CANDIDATE_CELLS)}]")
         self.phase_steps = (explore_steps, distractor_steps, reward_steps)

@@ -29,14 +29,23 @@ from gymnasium import spaces
 MOVES = ((1, 0), (0, 1), (-1, 0), (0, -1))  # (dx, dy) per action
 
 
+# Picture colours (RGB): off the T, corridor, oracle cell, goal arm, wrong arm, agent.
+RENDER_COLOURS = {"off": (60, 60, 60), "floor": (204, 204, 204), "oracle": (240, 200, 40),
+                  "goal": (40, 170, 60), "wrong": (200, 70, 70), "agent": (30, 90, 220)}
+
+
 class TMazeEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    action_names = ("right", "up", "left", "down")  # for captions
 
     def __init__(self, corridor_length: int = 100, oracle_length: int = 0,
                  goal_reward: float = 1.0, penalty: Optional[float] = None,
-                 distract_reward: float = 0.0):
+                 distract_reward: float = 0.0, render_mode: Optional[str] = None):
         if corridor_length < 1 or oracle_length < 0:
             raise ValueError("need corridor_length >= 1 and oracle_length >= 0")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r} is not supported; valid: None, 'rgb_array'")
+        self.render_mode = render_mode
         self.corridor_length, self.oracle_length = corridor_length, oracle_length
         self.junction_x = oracle_length + corridor_length
         self.horizon = corridor_length + 2 * oracle_length + 1
@@ -87,6 +96,29 @@ class TMazeEnv(gym.Env):
             lagging = self.x < self.t - self.oracle_length
             reward = (self.penalty if lagging else 0.0) + (self.distract_reward if self.x == 0 else 0.0)
         return self._observe(), float(reward), terminated, False, info
+
+    def render_rgb(self, scale: int = 0) -> np.ndarray:
+        """The T seen from above, ``scale`` pixels per cell (0: as large as fits ~800 pixels of
+        width, 4 to 32): rows y = +1, 0, -1; the oracle cell yellow, the goal arm green, the other
+        arm red, the agent blue. (3 * scale, (o + L + 1) * scale, 3) uint8."""
+        width = self.junction_x + 1
+        scale = scale or int(np.clip(800 // width, 4, 32))
+        c = {k: np.array(v, dtype=np.uint8) for k, v in RENDER_COLOURS.items()}
+        cells = np.empty((3, width, 3), dtype=np.uint8)
+        cells[:] = c["off"]
+        cells[1, :] = c["floor"]
+        cells[1, 0] = c["oracle"]
+        row_of = {1: 0, 0: 1, -1: 2}  # y -> image row (y = +1 on top)
+        cells[row_of[self.goal_y], self.junction_x] = c["goal"]
+        cells[row_of[-self.goal_y], self.junction_x] = c["wrong"]
+        image = np.repeat(np.repeat(cells, scale, axis=0), scale, axis=1)
+        r, x, m = row_of[self.y] * scale, self.x * scale, max(1, scale // 5)
+        image[r + m:r + scale - m, x + m:x + scale - m] = c["agent"]
+        return image
+
+    def render(self):
+        """``render_mode="rgb_array"``: ``render_rgb()``; no render mode: None."""
+        return self.render_rgb() if self.render_mode == "rgb_array" else None
 
 
 class TMazePassiveEnv(TMazeEnv):

@@ -13,6 +13,8 @@ target are drawn per episode from ``self.np_random``, the same rule for training
 """
 from __future__ import annotations
 
+from typing import Optional
+
 from .engine import (APPLE_CANDIDATE_CELLS, COLOUR_OBJECTS, PRIMARY_COLOURS_1000, WALL,
                      ApplePhase, ColourChoicePhase, Phase, PhasedGridEnv, rgb_from_1000)
 
@@ -44,8 +46,8 @@ DOOR_CELLS = {"b": (1, 2), "c": (1, 5), "e": (1, 8)}  # left, middle, right
 class VisualMatchEnv(PhasedGridEnv):
     def __init__(self, explore_steps: int = 15, distractor_steps: int = 250, reward_steps: int = 10,
                  final_reward: float = 10.0, apple_reward: float = 1.0, num_apples: int = 10,
-                 respawn_every: int = 20):
-        super().__init__()
+                 respawn_every: int = 20, render_mode: Optional[str] = None):
+        super().__init__(render_mode)
         if not 0 <= num_apples <= len(APPLE_CANDIDATE_CELLS):
             raise ValueError(f"num_apples must be in [0, {len(APPLE_CANDIDATE_CELLS)}]")
         self.phase_steps = (explore_steps, distractor_steps, reward_steps)

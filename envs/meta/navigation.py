@@ -61,6 +61,17 @@ class NavigationEnv(gym.Env):
         self._reached = False
         return self._pos.astype(np.float32), {"task": self.task}
 
+    # --- read-only views for pictures (src.evaluate draws paths from them)
+    @property
+    def position(self) -> np.ndarray:
+        """The point's current (x, y)."""
+        return self._pos.copy()
+
+    @property
+    def goal_position(self) -> np.ndarray:
+        """The current task's goal (x, y); the goal region is the disc of ``goal_radius`` around it."""
+        return np.array(self._goal(), dtype=float)
+
     def is_goal_state(self) -> bool:
         return bool(np.linalg.norm(self._pos - self._goal()) <= self.goal_radius)
 
