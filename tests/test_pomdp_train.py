@@ -131,3 +131,15 @@ def test_mujoco_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     assert [int(r["iteration"]) for r in b] == [0, 1, 3, 4]
     for ra, rb in zip(a, b):
         assert {k: v for k, v in ra.items() if k not in skip} == {k: v for k, v in rb.items() if k not in skip}
+
+
+@pytest.mark.mujoco
+@pytest.mark.parametrize("model", ["shm", "ffm", "gpt2", "s6", "mlp"])
+def test_every_kind_of_memory_trains_on_float64_mujoco_observations(tmp_path, model):
+    """MuJoCo v5 observations are float64 (kept by the mask); every memory takes them."""
+    pytest.importorskip("mujoco")
+    cfg = compose_cfg(TINY_POMDP + ["env=halfcheetah_v", "env.kwargs.max_episode_steps=15",
+                                    "train.warmup_updates=0", f"model={model}"])
+    metrics = Trainer(cfg, tmp_path).run(cfg.logger)
+    assert math.isfinite(metrics["eval/return_eval"])
+    assert len(read_csv(tmp_path / "progress.csv")) == 3
