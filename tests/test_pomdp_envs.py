@@ -11,6 +11,12 @@ from envs.pomdp import MASKED_ENVS, ObservationMask, UnitActions, make_masked
 from src.loop import episode_horizon
 from tests.helpers import CONF
 
+try:  # plain gymnasium MuJoCo envs below: MuJoCo's known deprecation notice must not write MUJOCO_LOG.TXT
+    from envs._mujoco import install_warning_filter
+    install_warning_filter()
+except ImportError:
+    pass
+
 CLASSIC = [i for i, (base, _, _) in MASKED_ENVS.items() if not base.endswith("-v5")]
 MUJOCO = [i for i, (base, _, _) in MASKED_ENVS.items() if base.endswith("-v5")]
 ALL_IDS = CLASSIC + [pytest.param(i, marks=pytest.mark.mujoco) for i in MUJOCO]
