@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from .._mujoco import MUJOCO_HINT, install_warning_filter
+from .._mujoco import install_warning_filter
 
 # id -> (base env id, default kept indices, base env kwargs)
 MASKED_ENVS = {
@@ -103,12 +103,12 @@ def make_base(base_id: str, **kwargs) -> gym.Env:
     from gymnasium.envs.registration import load_env_creator
     spec = gym.spec(base_id)
     if "mujoco" in str(spec.entry_point):
-        install_warning_filter()
+        install_warning_filter()  # raises with MUJOCO_HINT when mujoco is missing
     try:
         creator = load_env_creator(spec.entry_point)
-        return creator(**{**spec.kwargs, **kwargs})
-    except (ImportError, gym.error.DependencyNotInstalled) as e:
-        raise ImportError(f"{base_id}: {e}. {MUJOCO_HINT}") from e
+    except gym.error.DependencyNotInstalled as e:
+        raise ImportError(f"{base_id}: {e}") from e
+    return creator(**{**spec.kwargs, **kwargs})
 
 
 def make_masked(base_id: str, keep: Sequence[int], **kwargs) -> gym.Env:
