@@ -6,6 +6,11 @@ import gymnasium as gym
 META_ENVS = {
     "memrl/Wind-v0": "envs.meta.navigation:WindEnv",
     "memrl/PointRobot-v0": "envs.meta.navigation:PointRobotEnv",
+    # MuJoCo v5 meta-RL (the mujoco extra); they truncate their own episodes (max_episode_steps)
+    "memrl/HalfCheetahVel-v0": "envs.meta.mujoco:HalfCheetahVelEnv",
+    "memrl/HalfCheetahDir-v0": "envs.meta.mujoco:HalfCheetahDirEnv",
+    "memrl/AntDir-v0": "envs.meta.mujoco:AntDirEnv",
+    "memrl/HumanoidDir-v0": "envs.meta.mujoco:HumanoidDirEnv",
 }
 
 
@@ -14,6 +19,8 @@ def register_all() -> None:
     for env_id, entry in META_ENVS.items():
         if env_id not in gym.registry:
             gym.register(env_id, entry_point=entry, disable_env_checker=True)
+    from .pomdp import register_pomdp_envs
+    register_pomdp_envs()
     try:
         from .credit import register_credit_envs
     except ImportError:
