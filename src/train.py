@@ -48,13 +48,20 @@ def run(cfg: DictConfig) -> dict:
         resume = True
     elif (run_dir / "checkpoints" / "last.pt").exists():
         resume = True  # same output dir with a checkpoint: a requeued job
-    validate(cfg)
+    if cfg.algo.name == "ppo":
+        from src.ppo_loop import validate_ppo
+        validate_ppo(cfg)
+    else:
+        validate(cfg)
     writable_error = check_writable(run_dir)
     if writable_error:
         raise ConfigError(f"cannot write to the run directory {run_dir} ({writable_error}); set "
                           f"paths.output_root or hydra.run.dir to a writable location")
     write_git_info(run_dir)
     log.info("run directory: %s", run_dir)
+    if cfg.algo.name == "ppo":  # recurrent PPO (task=popgym)
+        from src.ppo_loop import PPOTrainer
+        return PPOTrainer(cfg, run_dir).run(cfg.logger, resume=resume)
     from src.loop import Trainer  # heavy imports (torch) only once the config is known
     trainer = Trainer(cfg, run_dir)
     return trainer.run(cfg.logger, resume=resume)
