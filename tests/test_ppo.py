@@ -178,3 +178,21 @@ def test_ppo_rejects_continuous_actions_and_bad_minibatches(tmp_path):
     cfg = compose_cfg(TINY + ["algo.num_minibatches=3"])
     with pytest.raises(ConfigError, match="num_envs=4 does not split into algo.num_minibatches=3"):
         PPOTrainer(cfg, tmp_path)
+
+
+def test_plot_reads_ppo_runs(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from src.plot import main as plot_main
+    for model in ("gru", "shm"):
+        cfg = compose_cfg(TINY + [f"model={model}", "eval.num_episodes=0"])
+        run = tmp_path / "sweep" / model
+        PPOTrainer(cfg, run).run(cfg.logger)
+        (run / ".hydra").mkdir()
+        OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    assert plot_main([str(tmp_path / "sweep")]) == 1  # no eval/success_eval: the error names the columns
+    assert "eval/mmer, eval/return_train" in capsys.readouterr().err
+    assert plot_main([str(tmp_path / "sweep"), "--metric", "eval/mmer", "--out", str(tmp_path / "plots")]) == 0
+    summary = (tmp_path / "plots" / "summary.md").read_text()
+    assert "### repeat_previous_easy" in summary and "| shm |" in summary and "| gru |" in summary
+    assert (tmp_path / "plots" / "repeat_previous_easy.png").stat().st_size > 0
