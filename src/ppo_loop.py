@@ -44,6 +44,11 @@ SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
 
 def validate_ppo(cfg: DictConfig) -> None:
     tr, a = cfg.train, cfg.algo
+    missing = [k for k in ("env_steps", "num_envs", "rollout_len") if k not in tr] + \
+        [k for k in ("pre_layers", "post_layers") if k not in cfg.get("ppo_agent", {})]
+    if missing:
+        raise ConfigError(f"algo=ppo needs its schedule and agent keys ({', '.join(missing)} are missing): "
+                          f"use task=popgym (it sets algo=ppo and them)")
     for key in ("env_steps", "num_envs", "rollout_len"):
         if int(tr[key]) <= 0:
             raise ConfigError(f"train.{key} must be positive, got {tr[key]}")

@@ -170,8 +170,26 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     assert np.array_equal(full.obs, second.obs)
 
 
+MODELS = sorted(p.stem for p in (__import__("src.config", fromlist=["CONF_DIR"]).CONF_DIR / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_one_ppo_iteration(tmp_path, model):
+    cfg = compose_cfg(TINY + [f"model={model}", "train.num_envs=2", "train.rollout_len=16", "train.env_steps=32",
+                              "algo.epochs=1", "algo.num_minibatches=1", "eval.num_episodes=0"]
+                      + (["model.memory.trace_size=8"] if model == "ffm" else []))  # popgym's 128: slow here
+    trainer = PPOTrainer(cfg, tmp_path)
+    before = [p.detach().clone() for p in trainer.agent.memory.parameters()]
+    trainer.run(cfg.logger)
+    rows = read_rows(tmp_path / "progress.csv")
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["train/value_loss"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.memory.parameters()))
+
+
 def test_ppo_rejects_continuous_actions_and_bad_minibatches(tmp_path):
     from src.config import ConfigError
+    with pytest.raises(ConfigError, match="algo=ppo needs .*use task=popgym"):
+        PPOTrainer(compose_cfg(["algo=ppo", "logger=none"]), tmp_path)
     cfg = compose_cfg(TINY + ["env=popgym", "env.kwargs.name=PositionOnlyPendulumEasy"])
     with pytest.raises(ValueError, match="discrete actions only.*Box"):
         PPOTrainer(cfg, tmp_path)
