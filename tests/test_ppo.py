@@ -214,3 +214,31 @@ def test_plot_reads_ppo_runs(tmp_path, capsys):
     summary = (tmp_path / "plots" / "summary.md").read_text()
     assert "### repeat_previous_easy" in summary and "| shm |" in summary and "| gru |" in summary
     assert (tmp_path / "plots" / "repeat_previous_easy.png").stat().st_size > 0
+
+
+def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
+    import os
+    import signal
+
+    from src.loop import TrainingInterrupted
+    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "eval.interval=2", "model.memory.backend=torch"])
+    full = PPOTrainer(cfg, tmp_path / "full")
+    full.run(cfg.logger)
+    stopped = PPOTrainer(cfg, tmp_path / "stopped")
+    update = stopped.algo.update
+
+    def update_then_signal(*args):
+        out = update(*args)
+        if stopped.iteration == 0:
+            os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM before a kill: finish the iteration, save, stop
+        return out
+    stopped.algo.update = update_then_signal
+    with pytest.raises(TrainingInterrupted) as e:
+        stopped.run(cfg.logger)
+    assert e.value.exit_code == 128 + signal.SIGUSR2 and stopped.iteration == 1
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # handlers restored
+    resumed = PPOTrainer(cfg, tmp_path / "stopped")
+    resumed.run(cfg.logger, resume=True)
+    assert [int(r["iteration"]) for r in read_rows(tmp_path / "stopped" / "progress.csv")] == [1, 2, 4]
+    for (name, p), q in zip(full.agent.state_dict().items(), resumed.agent.state_dict().values()):
+        assert torch.equal(p, q), name
