@@ -62,7 +62,7 @@ def main():
         r = measure(a.env, model, a.iters, a.threads, a.extra)
         print(f"| {r['model']} | {r['width']} | {r['envs']} x {r['rollout']} | {r['epochs']} | "
               f"{r['steps_per_s']:.0f} | {r['collect_steps_per_s']:.0f} | "
-              f"{r['hours']:.1f} h for {r['budget'] / 1e6:g}M |", flush=True)
+              f"{r['hours']:.2f} h for {r['budget'] / 1e6:g}M |", flush=True)
 
 
 if __name__ == "__main__":
