@@ -26,12 +26,22 @@ def register_all() -> None:
     except ImportError:
         return
     register_credit_envs()
+    try:  # popgym is a dependency, but memrl's own envs must not need it
+        from .popgym import register_popgym_envs
+        register_popgym_envs()
+    except ImportError:
+        return
 
 
 def make(env_id: str, episodes_per_task: int = 1, **kwargs) -> gym.Env:
     """Build a registered env, wrapped into k-episode tasks when ``episodes_per_task > 1``."""
     register_all()
     if env_id not in gym.registry:
+        if "popgym" in env_id.lower():
+            try:
+                import popgym  # noqa: F401
+            except ImportError as e:
+                raise ValueError(f"env {env_id!r} needs the popgym package: pip install 'popgym>=1.0.7,<1.1'") from e
         known = sorted(k for k in gym.registry if k.startswith("memrl/"))
         raise ValueError(f"unknown env id {env_id!r}; registered memrl envs: {', '.join(known)}")
     env = gym.make(env_id, **kwargs)

@@ -201,6 +201,8 @@ def _fmt_steps(v, _pos=None) -> str:
 
 
 def axis_label(metric: str) -> str:
+    if metric == "eval/mmer":  # POPGym's MMER (task=popgym)
+        return "MMER (best mean training return)"
     m = re.fullmatch(r"eval/(success|return)_(train|eval)(_ep\d+)?", metric)
     if m:
         what = "success rate" if m.group(1) == "success" else "return"
@@ -275,13 +277,19 @@ def across_envs_table(groups: Dict[str, Dict[str, List[Run]]], metric: str, n_bo
     return "\n".join(lines) + "\n"
 
 
+def _header(csv_path: Path) -> List[str]:
+    with open(csv_path, newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m src.plot", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", type=Path, help="run directories and/or directories that contain them")
     p.add_argument("--out", type=Path, default=None,
                    help="output dir (default: <path>/plots for one path, ./plots for several)")
-    p.add_argument("--metric", default="eval/success_eval", help="progress.csv column (default eval/success_eval)")
+    p.add_argument("--metric", default="eval/success_eval",
+                   help="progress.csv column (default eval/success_eval; task=popgym runs: eval/return_train, eval/mmer)")
     p.add_argument("--x", default="env_steps", help="x-axis column (default env_steps)")
     p.add_argument("--label", default="model.name",
                    help="config key(s), comma-separated, naming a curve (default model.name)")
@@ -296,7 +304,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for msg in problems + skipped:
         print(f"skipped: {msg}", file=sys.stderr)
     if not runs:
-        print(f"src.plot: error: no run with {a.metric} data under {', '.join(map(str, a.paths))}", file=sys.stderr)
+        columns = sorted({c for d in run_dirs if (d / "progress.csv").is_file()
+                          for c in _header(d / "progress.csv") if c.startswith("eval/")})
+        hint = f"; columns these runs have: {', '.join(columns)} (pick one with --metric)" if columns else ""
+        print(f"src.plot: error: no run with {a.metric} data under {', '.join(map(str, a.paths))}{hint}",
+              file=sys.stderr)
         return 1
     out = a.out or (a.paths[0] / "plots" if len(a.paths) == 1 else Path("plots"))
     out.mkdir(parents=True, exist_ok=True)

@@ -45,9 +45,16 @@ def run(cfg: DictConfig) -> dict:
         elif checkpoint.exists():  # same output dir with a checkpoint: a requeued job continues its run
             check_same_run(run_dir, cfg)
         resumed = checkpoint.exists()
-        validate(cfg)
+        if cfg.algo.name == "ppo":
+            from src.ppo_loop import validate_ppo
+            validate_ppo(cfg)
+        else:
+            validate(cfg)
         write_run_files(run_dir, cfg, hc, resumed)
         log.info("run directory: %s", run_dir)
+        if cfg.algo.name == "ppo":  # recurrent PPO (task=popgym)
+            from src.ppo_loop import PPOTrainer
+            return PPOTrainer(cfg, run_dir).run(cfg.logger, resume=resumed)
         from src.loop import Trainer  # heavy imports (torch) only once the config is known
         trainer = Trainer(cfg, run_dir)
         return trainer.run(cfg.logger, resume=resumed)

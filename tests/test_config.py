@@ -3,25 +3,55 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from src.config import CONF_DIR as CONF
 from src.config import ConfigError, validate
+from src.ppo_loop import validate_ppo
 from tests.helpers import compose_cfg, options
 
 
-@pytest.mark.parametrize("env", options("env"))
+def is_popgym(env: str) -> bool:
+    text = (CONF / "env" / f"{env}.yaml").read_text()
+    return "memrl/PopGym-v0" in text or "- popgym" in text
+
+
+# POPGym presets differ only in the env name: one of them with every model, all of them below.
+ENVS_X_MODELS = [e for e in options("env") if not is_popgym(e) or e in ("popgym", "repeat_previous_easy")]
+
+
+@pytest.mark.parametrize("env", ENVS_X_MODELS)
 @pytest.mark.parametrize("model", options("model"))
 def test_every_env_and_model_composes(env, model):
-    cfg = compose_cfg([f"env={env}", f"model={model}"])
+    popgym = is_popgym(env)
+    cfg = compose_cfg([f"env={env}", f"model={model}"] + (["task=popgym"] if popgym else []))
     OmegaConf.resolve(cfg)
-    validate(cfg)
-    layer = instantiate(cfg.model.memory, input_size=sum(cfg.agent.embed[k] for k in ("action", "reward", "obs")))
+    if popgym:  # recurrent PPO: the memory reads the pre-MLP's output
+        validate_ppo(cfg)
+        input_size = cfg.ppo_agent.pre_layers[-1]
+    else:
+        validate(cfg)
+        input_size = sum(cfg.agent.embed[k] for k in ("action", "reward", "obs"))
+    layer = instantiate(cfg.model.memory, input_size=input_size)
     assert layer.output_size == cfg.model.width
+
+
+@pytest.mark.parametrize("env", [e for e in options("env") if is_popgym(e)])
+def test_every_popgym_preset_composes_and_builds_its_env(env):
+    import envs
+    cfg = compose_cfg([f"env={env}", "task=popgym"])
+    OmegaConf.resolve(cfg)
+    validate_ppo(cfg)
+    assert cfg.algo.name == "ppo"
+    if env != "popgym":  # repeat_previous_easy -> RepeatPreviousEasy
+        assert cfg.env.kwargs.name == "".join(w.capitalize() for w in env.split("_"))
+    made = envs.make(cfg.env.id, 1, **cfg.env.kwargs)
+    assert made.unwrapped.name == cfg.env.kwargs.name
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_experiment_composes(experiment):
     cfg = compose_cfg([f"experiment={experiment}"])
     OmegaConf.resolve(cfg)
-    validate(cfg)
+    (validate_ppo if cfg.algo.name == "ppo" else validate)(cfg)
 
 
 def test_wind_defaults_are_the_reference_schedule():

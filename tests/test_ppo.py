@@ -1,0 +1,244 @@
+"""Recurrent PPO: GAE and the losses on hand-checkable numbers, the KL rule, the memory reset at
+episode starts inside a chunk, rollouts whose sequence forward reproduces the acting steps, tiny
+end-to-end runs and an exact resume."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("popgym")
+
+from src.algos.ppo import adapt_kl_coef, gae, ppo_loss  # noqa: E402
+from src.ppo_agent import PPOAgent  # noqa: E402
+from src.ppo_loop import PPOTrainer  # noqa: E402
+from tests.helpers import compose_cfg  # noqa: E402
+from torchkit.memory.rnn import GRU  # noqa: E402
+from torchkit.memory.shm import SHM  # noqa: E402
+
+TINY = ["task=popgym", "env=repeat_previous_easy", "logger=none", "progress_bar=false", "train.num_envs=4",
+        "train.rollout_len=64", "train.env_steps=512", "algo.epochs=2", "algo.num_minibatches=2",
+        "eval.interval=1", "eval.num_episodes=2", "model.width=8", "ppo_agent.pre_layers=[16]",
+        "ppo_agent.post_layers=[8]", "device=cpu"]
+
+
+def test_gae_by_hand_with_an_episode_end_inside_the_chunk():
+    # one env, T = 3, the episode ends with step 1 (obs 2 starts a new one), γ = λ = 0.5, V_3 = 2
+    r, v = torch.tensor([[1.0], [2.0], [3.0]]), torch.tensor([[0.5], [1.0], [1.5]])
+    done = torch.tensor([[0.0], [1.0], [0.0]])
+    adv, ret = gae(r, v, done, torch.tensor([2.0]), gamma=0.5, lam=0.5)
+    # δ2 = 3 + .5·2 − 1.5 = 2.5; δ1 = 2 − 1 = 1 (no bootstrap across the end); δ0 = 1 + .5·1 − .5 = 1
+    # A2 = 2.5, A1 = 1 (A2 not carried over the end), A0 = 1 + .25·1 = 1.25
+    assert adv[:, 0].tolist() == pytest.approx([1.25, 1.0, 2.5])
+    assert ret[:, 0].tolist() == pytest.approx([1.75, 2.0, 4.0])
+
+
+def test_gae_with_lambda_one_is_the_discounted_return_to_the_episode_end():
+    torch.manual_seed(0)
+    T, gamma = 6, 0.9
+    r, v = torch.randn(T, 2), torch.randn(T, 2)
+    done = torch.zeros(T, 2)
+    done[2, 0] = 1.0  # env 0: episodes [0..2], [3..5]; env 1: one episode, bootstrapped with V_T
+    last = torch.tensor([0.7, -0.3])
+    _, ret = gae(r, v, done, last, gamma=gamma, lam=1.0)
+    want = torch.zeros(T, 2)
+    for i in range(2):
+        g = float(last[i])
+        for t in reversed(range(T)):
+            g = float(r[t, i]) + (0.0 if done[t, i] else gamma * g)
+            want[t, i] = g
+    assert torch.allclose(ret, want, atol=1e-5)
+
+
+def test_clipped_losses_entropy_and_kl_by_hand():
+    # old policy uniform over 2 actions; new p(a=0) = 0.8, so the ratio of action 0 is 1.6
+    old = torch.zeros(3, 2)
+    new = torch.log(torch.tensor([[0.8, 0.2]] * 3))
+    actions = torch.tensor([0, 0, 0])
+    adv = torch.tensor([1.0, -1.0, 100.0])  # position 2 is masked out
+    values, old_values, returns = torch.tensor([1.0, 1.0, 9.0]), torch.zeros(3), torch.tensor([3.0, 3.0, 0.0])
+    mask = torch.tensor([1.0, 1.0, 0.0])
+    kw = dict(clip=0.2, vf_coef=0.5, ent_coef=0.1, kl_coef=0.2, mask=mask)
+    loss, s = ppo_loss(new, values, actions, old, old_values, adv, returns, **kw)
+    # A > 0: min(1.6, 1.2)·1 = 1.2; A < 0: min(−1.6, −1.2) = −1.6 -> loss mean(−1.2, 1.6) = 0.2
+    assert float(s["policy_loss"]) == pytest.approx(0.2)
+    assert float(s["value_loss"]) == pytest.approx(4.0)        # (1 − 3)²
+    ent = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
+    kl = 0.5 * math.log(0.5 / 0.8) + 0.5 * math.log(0.5 / 0.2)
+    assert float(s["entropy"]) == pytest.approx(ent, rel=1e-5)
+    assert float(s["kl"]) == pytest.approx(kl, rel=1e-5)
+    assert float(s["clip_frac"]) == pytest.approx(1.0)
+    assert float(loss) == pytest.approx(0.2 + 0.5 * 4.0 - 0.1 * ent + 0.2 * kl, rel=1e-5)
+    # value clips: PPO2's around V_old = 0 (c = 0.5: V -> 0.5, (0.5 − 3)² = 6.25 > 4), RLlib's at 3
+    _, s = ppo_loss(new, values, actions, old, old_values, adv, returns, clip=0.2, value_clip=0.5, mask=mask)
+    assert float(s["value_loss"]) == pytest.approx(6.25)
+    _, s = ppo_loss(new, values, actions, old, old_values, adv, returns, clip=0.2, vf_loss_clip=3.0, mask=mask)
+    assert float(s["value_loss"]) == pytest.approx(3.0)
+
+
+def test_unclipped_ratio_gradient_is_the_policy_gradient():
+    logits = torch.zeros(1, 3, requires_grad=True)
+    loss, _ = ppo_loss(logits, torch.zeros(1), torch.tensor([1]), torch.zeros(1, 3), torch.zeros(1),
+                       torch.tensor([2.0]), torch.zeros(1), clip=0.2, vf_coef=0.0)
+    loss.backward()
+    # at ratio 1: ∂(−ρA)/∂logits = −A (onehot(a) − p) = −2 ([0, 1, 0] − 1/3)
+    assert logits.grad[0].tolist() == pytest.approx([2 / 3, -4 / 3, 2 / 3])
+
+
+def test_kl_coefficient_rule():
+    assert adapt_kl_coef(0.2, 0.03, 0.01) == pytest.approx(0.3)
+    assert adapt_kl_coef(0.2, 0.004, 0.01) == pytest.approx(0.1)
+    assert adapt_kl_coef(0.2, 0.01, 0.01) == 0.2
+
+
+@pytest.mark.parametrize("memory", [lambda d: GRU(d, 8, backend="torch"),
+                                    lambda d: SHM(d, 8, mem_size=4, theta_sampling="fixed", backend="eager")])
+def test_sequence_forward_with_resets_equals_steps_and_separate_episodes(memory):
+    torch.manual_seed(0)
+    agent = PPOAgent(5, 3, memory, pre_layers=[6], post_layers=[7]).double()
+    obs = torch.randn(2, 7, 5, dtype=torch.float64)
+    reset = torch.zeros(2, 7, dtype=torch.bool)
+    reset[0, 3] = reset[1, 5] = True  # a new episode inside the chunk
+    s0 = tuple(torch.randn_like(s) for s in agent.initial_state(2))  # state carried from a previous chunk
+    logits, values, state = agent(obs, s0, reset)
+    s = s0
+    for t in range(7):
+        lt, vt, s = agent.step(obs[:, t], s, reset[:, t])
+        assert torch.allclose(lt, logits[:, t]) and torch.allclose(vt, values[:, t])
+    assert all(torch.allclose(a, b) for a, b in zip(s, state))
+    # row 0 after its reset = a fresh episode from the initial state
+    fresh, _, _ = agent(obs[:1, 3:], None, None)
+    assert torch.allclose(fresh, logits[:1, 3:])
+
+
+def test_rollout_masks_and_carried_state_reproduce_the_acting_steps():
+    """Chunks of 64 steps hold one episode end of RepeatPreviousEasy (51 steps) per env: ``first``
+    follows the ends, and the sequence forward from the stored chunk-start state reproduces the
+    logits and values the agent acted with, in the first chunk and in the next (state carried)."""
+    cfg = compose_cfg(TINY + ["model=gru", "model.memory.backend=torch"])
+    tr = PPOTrainer(cfg, "/nonexistent-not-written")
+    for chunk in range(2):
+        b, s0 = tr.collect()
+        assert b["obs"].shape == (4, 64, 4) and b["first"].dtype == torch.bool
+        assert torch.equal(b["first"][:, 1:], b["dones"][:, :-1].bool())
+        assert b["dones"].sum() == 4 and (b["first"][:, 0].all() if chunk == 0 else not b["first"][:, 0].any())
+        logits, values, _ = tr.agent(b["obs"], s0, b["first"])
+        assert torch.allclose(logits, b["logits"], atol=1e-5) and torch.allclose(values, b["values"], atol=1e-5)
+        _, ret = gae(b["rewards"].T, b["values"].T, b["dones"].T, torch.zeros(4), 0.99, 1.0)
+        ends = b["dones"].bool()
+        assert torch.allclose(b["returns"][ends], ret.T[ends])  # no bootstrap at an episode's end
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("model", ["gru", "shm"])
+def test_tiny_run_writes_progress_csv(tmp_path, model):
+    cfg = compose_cfg(TINY + [f"model={model}"])
+    metrics = PPOTrainer(cfg, tmp_path).run(cfg.logger)
+    rows = read_rows(tmp_path / "progress.csv")
+    assert [int(r["env_steps"]) for r in rows] == [256, 512]
+    assert [int(r["updates"]) for r in rows] == [4, 8]
+    for r in rows:
+        assert -1.0 <= float(r["eval/return_train"]) <= 1.0 and -1.0 <= float(r["eval/return_eval"]) <= 1.0
+        assert float(r["perf/env_steps_per_s"]) > 0 and math.isfinite(float(r["train/policy_loss"]))
+    assert float(rows[1]["eval/mmer"]) == max(float(r["eval/return_train"]) for r in rows)
+    assert (tmp_path / "checkpoints" / "last.pt").exists() and "eval/mmer" in metrics
+
+
+VOLATILE = {"time_s", "perf/env_steps_per_s", "perf/collect_steps_per_s", "perf/updates_per_s"}
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch"])
+    full = PPOTrainer(cfg, tmp_path / "full")
+    full.run(cfg.logger)
+    first = PPOTrainer(cfg, tmp_path / "split")
+    first.total_iterations = lambda: 2  # stops after 2 of 4 iterations, checkpoint written
+    first.run(cfg.logger)
+    second = PPOTrainer(cfg, tmp_path / "split")
+    second.run(cfg.logger, resume=True)
+    a, b = read_rows(tmp_path / "full" / "progress.csv"), read_rows(tmp_path / "split" / "progress.csv")
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in VOLATILE} == {k: v for k, v in rb.items() if k not in VOLATILE}
+    for (name, p), q in zip(full.agent.state_dict().items(), second.agent.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert np.array_equal(full.obs, second.obs)
+
+
+MODELS = sorted(p.stem for p in (__import__("src.config", fromlist=["CONF_DIR"]).CONF_DIR / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_trains_one_ppo_iteration(tmp_path, model):
+    cfg = compose_cfg(TINY + [f"model={model}", "train.num_envs=2", "train.rollout_len=16", "train.env_steps=32",
+                              "algo.epochs=1", "algo.num_minibatches=1", "eval.num_episodes=0"]
+                      + (["model.memory.trace_size=8"] if model == "ffm" else []))  # popgym's 128: slow here
+    trainer = PPOTrainer(cfg, tmp_path)
+    before = [p.detach().clone() for p in trainer.agent.memory.parameters()]
+    trainer.run(cfg.logger)
+    rows = read_rows(tmp_path / "progress.csv")
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["train/value_loss"]))
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.memory.parameters()))
+
+
+def test_ppo_rejects_continuous_actions_and_bad_minibatches(tmp_path):
+    from src.config import ConfigError
+    with pytest.raises(ConfigError, match="algo=ppo needs .*use task=popgym"):
+        PPOTrainer(compose_cfg(["algo=ppo", "logger=none"]), tmp_path)
+    cfg = compose_cfg(TINY + ["env=popgym", "env.kwargs.name=PositionOnlyPendulumEasy"])
+    with pytest.raises(ValueError, match="discrete actions only.*Box"):
+        PPOTrainer(cfg, tmp_path)
+    cfg = compose_cfg(TINY + ["algo.num_minibatches=3"])
+    with pytest.raises(ConfigError, match="num_envs=4 does not split into algo.num_minibatches=3"):
+        PPOTrainer(cfg, tmp_path)
+
+
+def test_plot_reads_ppo_runs(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from src.plot import main as plot_main
+    for model in ("gru", "shm"):
+        cfg = compose_cfg(TINY + [f"model={model}", "eval.num_episodes=0"])
+        run = tmp_path / "sweep" / model
+        PPOTrainer(cfg, run).run(cfg.logger)
+        (run / ".hydra").mkdir()
+        OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    assert plot_main([str(tmp_path / "sweep")]) == 1  # no eval/success_eval: the error names the columns
+    assert "eval/mmer, eval/return_train" in capsys.readouterr().err
+    assert plot_main([str(tmp_path / "sweep"), "--metric", "eval/mmer", "--out", str(tmp_path / "plots")]) == 0
+    summary = (tmp_path / "plots" / "summary.md").read_text()
+    assert "### repeat_previous_easy" in summary and "| shm |" in summary and "| gru |" in summary
+    assert (tmp_path / "plots" / "repeat_previous_easy.png").stat().st_size > 0
+
+
+def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
+    import os
+    import signal
+
+    from src.loop import TrainingInterrupted
+    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "eval.interval=2", "model.memory.backend=torch"])
+    full = PPOTrainer(cfg, tmp_path / "full")
+    full.run(cfg.logger)
+    stopped = PPOTrainer(cfg, tmp_path / "stopped")
+    update = stopped.algo.update
+
+    def update_then_signal(*args):
+        out = update(*args)
+        if stopped.iteration == 0:
+            os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM before a kill: finish the iteration, save, stop
+        return out
+    stopped.algo.update = update_then_signal
+    with pytest.raises(TrainingInterrupted) as e:
+        stopped.run(cfg.logger)
+    assert e.value.exit_code == 128 + signal.SIGUSR2 and stopped.iteration == 1
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # handlers restored
+    resumed = PPOTrainer(cfg, tmp_path / "stopped")
+    resumed.run(cfg.logger, resume=True)
+    assert [int(r["iteration"]) for r in read_rows(tmp_path / "stopped" / "progress.csv")] == [1, 2, 4]
+    for (name, p), q in zip(full.agent.state_dict().items(), resumed.agent.state_dict().values()):
+        assert torch.equal(p, q), name
