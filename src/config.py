@@ -66,30 +66,40 @@ def dir_tag(override_dirname: str, max_len: int = 80) -> str:
     return "_" + tag
 
 
+def _integer(cfg: DictConfig, key: str, minimum: int) -> None:
+    """``key`` must hold an int >= ``minimum`` (1.5 or "abc" is an error, never truncated)."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r} ({type(value).__name__}): "
+                          f"set {key}=<integer>")
+    if value < minimum:
+        bound = "positive" if minimum == 1 else f">= {minimum}"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
+
+
+# Integer keys and their smallest valid value (keys an env config does not have are skipped).
+INTEGER_KEYS = {
+    "seed": 0, "num_threads": 1, "model.width": 1,
+    "train.num_warmup_rollouts": 0, "train.num_iters": 1, "train.rollouts_per_iter": 1,
+    "train.updates_per_iter": 1, "train.batch_size": 1, "train.buffer_size": 1, "train.warmup_updates": 0,
+    "train.env_steps": 1, "eval.interval": 1, "eval.num_episodes": 1,
+    "env.num_tasks": 1, "env.num_train_tasks": 1, "env.num_eval_tasks": 1, "env.episodes_per_task": 1,
+    "env.task_seed": 0,
+}
+
+
 def validate(cfg: DictConfig) -> None:
     """Cheap sanity checks with messages that say how to fix the input."""
+    for key, minimum in INTEGER_KEYS.items():
+        if OmegaConf.select(cfg, key) is not None:
+            _integer(cfg, key, minimum)
     tr, ev = cfg.train, cfg.env
-    for key in ("num_iters", "rollouts_per_iter", "updates_per_iter", "batch_size", "buffer_size"):
-        if int(tr[key]) <= 0:
-            raise ConfigError(f"train.{key} must be positive, got {tr[key]}")
-    if int(tr.num_warmup_rollouts) < 0:
-        raise ConfigError(f"train.num_warmup_rollouts must be >= 0, got {tr.num_warmup_rollouts}")
-    if int(tr.warmup_updates) < 0:
-        raise ConfigError(f"train.warmup_updates must be >= 0, got {tr.warmup_updates}")
     if not float(tr.warmup_action_range) > 0:
         raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "
                           f"got {tr.warmup_action_range}")
-    if int(cfg.eval.interval) <= 0:
-        raise ConfigError(f"eval.interval must be positive, got {cfg.eval.interval}")
-    if int(cfg.model.width) <= 0:
-        raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
-    if "num_tasks" in ev and int(ev.num_train_tasks) + int(ev.num_eval_tasks) > int(ev.num_tasks):
+    if "num_tasks" in ev and ev.num_train_tasks + ev.num_eval_tasks > ev.num_tasks:
         raise ConfigError(f"train/eval split {ev.num_train_tasks}+{ev.num_eval_tasks} is larger than "
                           f"env.num_tasks={ev.num_tasks}: lower env.num_train_tasks/num_eval_tasks")
-    if "num_episodes" in cfg.eval and int(cfg.eval.num_episodes) <= 0:
-        raise ConfigError(f"eval.num_episodes must be positive, got {cfg.eval.num_episodes}")
-    if int(cfg.num_threads) <= 0:
-        raise ConfigError(f"num_threads must be positive, got {cfg.num_threads}")
 
 
 # Keys that may differ between a run and its resumption without changing the experiment.

@@ -49,7 +49,7 @@ class TrainingInterrupted(Exception):
         self.exit_code = exit_code
 
 
-ALGOS = {"sac": "continuous", "sacd": "discrete"}
+ALGOS = ("sac", "sacd")  # sac: Box actions, sacd: Discrete ones
 
 
 def check_algo_and_action_space(algo: str, env_name: str, act_space) -> bool:

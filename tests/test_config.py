@@ -55,6 +55,13 @@ def test_reference_sizes_follow_the_env():
     (["env.num_train_tasks=150"], "larger than env.num_tasks"),
     (["model.width=-3"], "model.width must be positive"),
     (["eval.interval=0"], "eval.interval"),
+    # integer keys: a float or a string is an error naming the key, never truncated
+    (["seed=abc"], r"seed must be an integer, got 'abc' \(str\)"),
+    (["train.num_iters=1.5"], r"train.num_iters must be an integer, got 1.5"),
+    (["train.batch_size=2.5"], "train.batch_size must be an integer"),
+    (["eval.interval=1.5"], "eval.interval must be an integer"),
+    (["task=credit", "eval.num_episodes=2.0"], "eval.num_episodes must be an integer"),
+    (["num_threads=true"], "num_threads must be an integer"),
 ])
 def test_bad_values_are_named(override, match):
     with pytest.raises(ConfigError, match=match):

@@ -110,6 +110,18 @@ def test_cli_unknown_model_lists_the_valid_ones():
     assert "Could not find 'model/nope'" in r.stderr and "shm" in r.stderr
 
 
+def test_cli_help_lists_groups_and_examples():
+    r = _cli("--help")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "model: ffm, fwp, gpt2, gru" in r.stdout and "python -m src.train experiment=smoke" in r.stdout
+
+
+def test_cli_bad_seed_names_the_key(tmp_path):
+    r = _cli("seed=abc", f"paths.output_root={tmp_path}")
+    assert r.returncode == 2 and "seed must be an integer, got 'abc'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_cli_smoke_run_and_resume(tmp_path):
     run_dir = tmp_path / "run"
     common = ["logger=none", "progress_bar=false"]
