@@ -93,6 +93,9 @@ def validate(cfg: DictConfig) -> None:
     for key, minimum in INTEGER_KEYS.items():
         if OmegaConf.select(cfg, key) is not None:
             _integer(cfg, key, minimum)
+    if isinstance(cfg.agent.actor_memory, str):
+        raise ConfigError(f"agent.actor_memory={cfg.agent.actor_memory}: the actor's memory is a choice of "
+                          f"the model group, spelled model@agent.actor_memory={cfg.agent.actor_memory}")
     tr, ev = cfg.train, cfg.env
     if not float(tr.warmup_action_range) > 0:
         raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "
@@ -119,7 +122,9 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
         key = ov.split("=", 1)[0].lstrip("+~")
         if key.split(".")[0] in RUNTIME_KEYS or key.startswith("hydra"):
             continue
-        if key in ("task", "env", "model", "algo", "logger", "experiment"):
+        if "@" in key:  # a group placed at another key, e.g. model@agent.actor_memory=gru
+            key = key.split("@", 1)[1] + ".name"
+        elif key in ("task", "env", "model", "algo", "logger", "experiment"):
             key = {"experiment": None}.get(key, f"{key}.name")
             if key is None:
                 continue
@@ -136,7 +141,7 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
     return saved
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # for composing outside a Hydra app
 
 
 def compose_config(overrides=()) -> DictConfig:

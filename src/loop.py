@@ -31,7 +31,7 @@ from src.algos.sac import SAC
 from src.algos.sacd import SACDiscrete
 from src.buffer import EpisodeReplay
 from src.checkpoint import load_checkpoint, save_checkpoint
-from src.config import CONF_DIR, RUNTIME_KEYS
+from src.config import RUNTIME_KEYS, validate
 from src.logger import RunLogger
 
 log = logging.getLogger(__name__)
@@ -89,30 +89,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def actor_memory_factory(cfg: DictConfig):
-    """The actor's memory layer: ``model.memory`` with the model's non-null ``actor_overrides``
-    applied (e.g. SHM's ``theta_sampling``), or with ``agent.actor_memory=<model>`` that model's own memory node
-    (e.g. ``gru``, as in the released SHM code where only the critic holds the memory under test),
-    at width ``model.width``."""
-    name = cfg.agent.get("actor_memory")
-    if not name:
-        model = cfg.model
-    else:
-        path = CONF_DIR / "model" / f"{name}.yaml"
-        if not path.exists():
-            valid = ", ".join(sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml")))
-            raise ValueError(f"agent.actor_memory={name}: unknown model; valid: {valid}")
-        model = OmegaConf.create({"model": OmegaConf.load(path)}).model
-        model.width = cfg.model.width
-    overrides = model.get("actor_overrides")
-    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-    node = OmegaConf.merge(OmegaConf.to_container(model.memory, resolve=True),
+def actor_memory_node(cfg: DictConfig) -> dict:
+    """The actor's memory config: ``agent.actor_memory`` (a model config, chosen with
+    ``model@agent.actor_memory=<model>``) or else ``model``, with that config's non-null
+    ``actor_overrides`` applied (e.g. SHM's ``theta_sampling``)."""
+    model = cfg.model if cfg.agent.actor_memory is None else cfg.agent.actor_memory
+    overrides = OmegaConf.to_container(model.actor_overrides, resolve=True)
+    return OmegaConf.merge(OmegaConf.to_container(model.memory, resolve=True),
                            {k: v for k, v in overrides.items() if v is not None})
+
+
+def actor_memory_factory(cfg: DictConfig):
+    """input_size -> the actor's memory layer (see ``actor_memory_node``)."""
+    node = actor_memory_node(cfg)
     return lambda d: instantiate(node, input_size=d)
 
 
 class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
+        validate(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
         torch.set_num_threads(int(cfg.num_threads))
@@ -132,13 +127,13 @@ class Trainer:
         if self.has_tasks:
             self.train_tasks, self.eval_tasks = probe.unwrapped.task_split(ev.num_train_tasks, ev.num_eval_tasks)
         else:
-            n_ep = int(cfg.eval.get("num_episodes", 0) or 0)
-            if n_ep <= 0:
+            n_ep = cfg.eval.num_episodes
+            if n_ep is None:
                 raise ValueError(f"env {ev.name} has no task set: set eval.num_episodes (> 0) to the number "
                                  f"of evaluation episodes (task=credit sets 20)")
             self.train_tasks = np.array([None], dtype=object)
             self.eval_tasks = np.array([None] * n_ep, dtype=object)
-        self.max_episode_len = episode_horizon(probe) * int(ev.get("episodes_per_task", 1))
+        self.max_episode_len = episode_horizon(probe) * ev.episodes_per_task
         probe.close()
 
         # One env per parallel rollout; one per evaluation task (all train + all eval tasks) or
@@ -153,7 +148,7 @@ class Trainer:
             self.obs_space.shape, self.action_dim, dict(cfg.agent.embed), memory, actor_memory,
             policy_layers=list(cfg.agent.policy_layers), q_layers=list(cfg.agent.q_layers),
             orthogonal_init=cfg.agent.orthogonal_init, discrete=self.discrete,
-            fold_readout=cfg.agent.get("fold_readout", True)).to(self.device)
+            fold_readout=cfg.agent.fold_readout).to(self.device)
         a = cfg.algo
         if self.discrete:
             self.algo = SACDiscrete(self.agent, gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr,
@@ -191,8 +186,8 @@ class Trainer:
         Discrete actions are one-hot vectors [A] in the episodes (and for the agent).
         """
         n, A = len(env_list), self.action_dim
-        k = int(self.cfg.env.get("episodes_per_task", 1))
-        goal_terminal = bool(self.cfg.env.get("goal_is_terminal", False))
+        k = self.cfg.env.episodes_per_task
+        goal_terminal = self.cfg.env.goal_is_terminal
         obs = [env.reset(options=None if t is None else {"task": int(t)})[0] for env, t in zip(env_list, tasks)]
         traj = [{"obs": [o], "act": [], "rew": [], "term": []} for o in obs]
         success = np.zeros(n, dtype=bool)

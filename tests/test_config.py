@@ -84,7 +84,7 @@ def test_paper_preset_is_the_released_arrangement(env, model):
     OmegaConf.resolve(cfg)
     validate(cfg)
     width = 64 if env.startswith("wind") else 128
-    assert cfg.model.width == width and cfg.agent.actor_memory == "gru" and cfg.agent.orthogonal_init
+    assert cfg.model.width == width and cfg.agent.actor_memory.name == "gru" and cfg.agent.orthogonal_init
     if task == "meta":
         assert (cfg.algo.name, cfg.algo.init_alpha, cfg.algo.auto_alpha) == ("sac", 1.0, True)
         assert cfg.train.warmup_action_range == 0.1 and cfg.train.warmup_updates == 0
@@ -109,3 +109,39 @@ def test_paper_wind_schedule_is_the_released_one():
     total = 100 * (tr.num_warmup_rollouts + tr.num_iters * tr.rollouts_per_iter)
     assert (total, tr.num_iters * tr.updates_per_iter, tr.batch_size) == (510_000, 250_000, 64)
     assert cfg.eval.interval == 4
+
+
+def test_actor_memory_is_a_choice_of_the_model_group():
+    """model@agent.actor_memory=<model> puts that model's config under agent.actor_memory; its memory
+    takes the critic's width; the old value spelling is an error that gives the new one."""
+    from src.loop import actor_memory_node
+    assert compose_cfg([]).agent.actor_memory is None
+    cfg = compose_cfg(["model=shm", "model@agent.actor_memory=lstm", "model.width=48"])
+    assert cfg.agent.actor_memory.name == "lstm" and cfg.model.name == "shm"
+    node = actor_memory_node(cfg)
+    assert node._target_ == "torchkit.memory.rnn.LSTM" and node.hidden_size == 48
+    paper = compose_cfg(["experiment=paper", "~model@agent.actor_memory"])  # back to the model's own
+    assert paper.agent.actor_memory is None and actor_memory_node(paper).hidden_size == 64
+    with pytest.raises(ConfigError, match="spelled model@agent.actor_memory=gru"):
+        validate(compose_cfg(["agent.actor_memory=gru"]))
+
+
+def test_train_and_eval_keys_are_declared_in_train_yaml():
+    """conf/train.yaml lists every train/eval key the loop reads (env configs fill the ??? ones)."""
+    from tests.helpers import CONF
+    base = OmegaConf.load(CONF / "train.yaml")
+    assert set(base.train) >= {"num_warmup_rollouts", "num_iters", "rollouts_per_iter", "updates_per_iter",
+                               "batch_size", "buffer_size", "warmup_action_range", "warmup_updates"}
+    assert set(base.eval) == {"interval", "num_episodes"}
+    for env in options("env"):
+        cfg = compose_cfg([f"env={env}"])
+        assert not [k for k in cfg.train if OmegaConf.is_missing(cfg.train, k)], env
+
+
+def test_resume_with_another_actor_memory_is_a_conflict(tmp_path):
+    from src.config import load_resume_config
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(compose_cfg(["model=shm"]), tmp_path / ".hydra" / "config.yaml")
+    ov = ["model@agent.actor_memory=gru"]
+    with pytest.raises(ConfigError, match="agent.actor_memory.name: run has None, command line asks 'gru'"):
+        load_resume_config(tmp_path, compose_cfg(["model=shm"] + ov), ov)

@@ -154,14 +154,14 @@ def test_every_model_trains_with_finite_losses(tmp_path, env, model):
 def test_actor_memory_override_builds_a_gru_actor(tmp_path):
     from torchkit.memory.rnn import GRU
     from torchkit.memory.shm import SHM
-    cfg = compose_cfg(TINY + ["model=shm", "agent.actor_memory=gru", "train.num_iters=2"])
+    cfg = compose_cfg(TINY + ["model=shm", "model@agent.actor_memory=gru", "train.num_iters=2"])
     trainer = Trainer(cfg, tmp_path)
     assert isinstance(trainer.agent.actor.encoder.memory, GRU)
     assert isinstance(trainer.agent.critic.encoder.memory, SHM)
     assert trainer.agent.actor.encoder.memory.output_size == cfg.model.width
     trainer.run(cfg.logger)
-    with pytest.raises(ValueError, match="unknown model; valid: .*gru"):
-        Trainer(compose_cfg(TINY + ["agent.actor_memory=nope"]), tmp_path / "x")
+    with pytest.raises(Exception, match="Could not find 'model/nope'"):
+        compose_cfg(TINY + ["model@agent.actor_memory=nope"])
 
 
 def test_model_actor_overrides_change_the_actor_memory_only(tmp_path):
