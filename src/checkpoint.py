@@ -1,5 +1,6 @@
-"""Atomic checkpoints: written to a temporary file in the same directory, fsynced, then renamed,
-so a kill at any moment leaves either the previous complete checkpoint or the new one."""
+"""Checkpoints: atomic files (written to a temporary file in the same directory, fsynced, then
+renamed, so a kill at any moment leaves either the previous complete checkpoint or the new one),
+the random streams a run saves, and the config check before a resume."""
 from __future__ import annotations
 
 import os
@@ -44,3 +45,25 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} has format version {version}, this memrl writes "
                               f"{FORMAT_VERSION}: resume it with the memrl version that wrote it")
     return state
+
+
+def config_differences(saved: dict, current: dict, ignore) -> list:
+    """Top-level config keys (outside ``ignore``) whose values differ, as readable lines."""
+    return [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
+            for k in sorted(set(saved) | set(current)) if k not in ignore and saved.get(k) != current.get(k)]
+
+
+def rng_states(np_rng, envs) -> dict:
+    """Every random stream of a run: torch (CPU and CUDA), the loop's numpy generator, each env's."""
+    return {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "envs": [e.unwrapped.np_random.bit_generator.state for e in envs]}
+
+
+def restore_rng_states(state: dict, np_rng, envs) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np_rng.bit_generator.state = state["numpy"]
+    for env, s in zip(envs, state["envs"]):
+        env.unwrapped.np_random.bit_generator.state = s

@@ -78,7 +78,7 @@ PAPER_MODELS = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm"]
 def test_paper_preset_is_the_released_arrangement(env, model):
     """experiment=paper: GRU actor, the model under test in the critic, the released widths."""
     from src.agent import RecurrentActorCritic
-    from src.loop import actor_memory_factory
+    from src.build import actor_memory_factory
     task = "meta" if env in PAPER_META else "credit"
     cfg = compose_cfg([f"task={task}", f"env={env}", f"model={model}", "experiment=paper"])
     OmegaConf.resolve(cfg)
@@ -114,7 +114,7 @@ def test_paper_wind_schedule_is_the_released_one():
 def test_actor_memory_is_a_choice_of_the_model_group():
     """model@agent.actor_memory=<model> puts that model's config under agent.actor_memory; its memory
     takes the critic's width; the old value spelling is an error that gives the new one."""
-    from src.loop import actor_memory_node
+    from src.build import actor_memory_node
     assert compose_cfg([]).agent.actor_memory is None
     cfg = compose_cfg(["model=shm", "model@agent.actor_memory=lstm", "model.width=48"])
     assert cfg.agent.actor_memory.name == "lstm" and cfg.model.name == "shm"
