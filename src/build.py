@@ -95,7 +95,7 @@ def build_agent(cfg: DictConfig, obs_shape, act_dim: int, discrete: bool, device
     return RecurrentActorCritic(
         obs_shape, act_dim, dict(a.embed), lambda d: instantiate(cfg.model.memory, input_size=d),
         actor_memory_factory(cfg), policy_layers=list(a.policy_layers), q_layers=list(a.q_layers),
-        orthogonal_init=a.orthogonal_init, discrete=discrete, fold_readout=a.fold_readout).to(device)
+        memory_init=a.init, discrete=discrete, fold_readout=a.fold_readout).to(device)
 
 
 def build_algo(cfg: DictConfig, agent: RecurrentActorCritic, discrete: bool):

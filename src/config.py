@@ -96,6 +96,9 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(cfg.agent.actor_memory, str):
         raise ConfigError(f"agent.actor_memory={cfg.agent.actor_memory}: the actor's memory is a choice of "
                           f"the model group, spelled model@agent.actor_memory={cfg.agent.actor_memory}")
+    if cfg.agent.init not in ("reference", "layer"):
+        raise ConfigError(f"agent.init={cfg.agent.init}: valid: reference (the released code's orthogonal "
+                          f"weights, zero biases) | layer (each memory layer's own init)")
     tr, ev = cfg.train, cfg.env
     if not float(tr.warmup_action_range) > 0:
         raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "

@@ -62,6 +62,7 @@ def test_reference_sizes_follow_the_env():
     (["eval.interval=1.5"], "eval.interval must be an integer"),
     (["task=credit", "eval.num_episodes=2.0"], "eval.num_episodes must be an integer"),
     (["num_threads=true"], "num_threads must be an integer"),
+    (["agent.init=orthogonal"], "agent.init=orthogonal: valid: reference"),
 ])
 def test_bad_values_are_named(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -84,7 +85,7 @@ def test_paper_preset_is_the_released_arrangement(env, model):
     OmegaConf.resolve(cfg)
     validate(cfg)
     width = 64 if env.startswith("wind") else 128
-    assert cfg.model.width == width and cfg.agent.actor_memory.name == "gru" and cfg.agent.orthogonal_init
+    assert cfg.model.width == width and cfg.agent.actor_memory.name == "gru" and cfg.agent.init == "reference"
     if task == "meta":
         assert (cfg.algo.name, cfg.algo.init_alpha, cfg.algo.auto_alpha) == ("sac", 1.0, True)
         assert cfg.train.warmup_action_range == 0.1 and cfg.train.warmup_updates == 0
