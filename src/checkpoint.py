@@ -4,6 +4,7 @@ the random streams a run saves, and the config check before a resume."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -47,10 +48,14 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
-def config_differences(saved: dict, current: dict, ignore) -> list:
-    """Top-level config keys (outside ``ignore``) whose values differ, as readable lines."""
-    return [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
-            for k in sorted(set(saved) | set(current)) if k not in ignore and saved.get(k) != current.get(k)]
+def require_same_config(saved: dict, current: dict, ignore, path: Path) -> None:
+    """A checkpoint only continues the experiment that wrote it: every top-level config key outside
+    ``ignore`` (runtime keys) must be equal, else a ValueError lists the differences."""
+    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
+             for k in sorted(set(saved) | set(current)) if k not in ignore and saved.get(k) != current.get(k)]
+    if diffs:
+        raise ValueError(f"{path} was written by a different config:\n  " + "\n  ".join(diffs)
+                         + "\nuse a new output directory, or resume with the run's own config")
 
 
 def rng_states(np_rng, envs) -> dict:
@@ -67,3 +72,18 @@ def restore_rng_states(state: dict, np_rng, envs) -> None:
     np_rng.bit_generator.state = state["numpy"]
     for env, s in zip(envs, state["envs"]):
         env.unwrapped.np_random.bit_generator.state = s
+
+
+def publish_as(src: Path, dst: Path) -> None:
+    """Make ``dst`` a complete copy of the checkpoint ``src``, atomically: a hard link (no bytes
+    copied; later saves replace files, never write into them) or, where links fail, a copy."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, dst)

@@ -26,14 +26,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from src.allocator import keep_freed_memory
 from src.buffer import EpisodeReplay
-from src.build import (ALGOS, action_dim, actor_memory_factory, actor_memory_node, build_agent,  # noqa: F401
-                       build_algo, check_algo_and_action_space, episode_horizon, resolve_device)
+from src.build import (action_dim, build_agent, build_algo, check_algo_and_action_space, episode_horizon,
+                       resolve_device)
 from src.build import make_env as env_from_config
-from src.checkpoint import config_differences, load_checkpoint, restore_rng_states, rng_states, save_checkpoint
+from src.checkpoint import (load_checkpoint, publish_as, require_same_config, restore_rng_states, rng_states,
+                            save_checkpoint)
 from src.config import RUNTIME_KEYS, validate
 from src.logger import RunLogger
 from src.rollouts import eval_metrics, run_rollouts
-from src.stop_signals import STOP_SIGNALS, StopSignals, TrainingInterrupted  # noqa: F401
+from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
 from src.updates import NonFiniteError, gradient_steps, iteration_means, non_finite, to_tensors
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Trainer:
         validate(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+        self.best_path = self.ckpt_path.with_name("best.pt")  # the evaluation with the best success so far
         torch.set_num_threads(cfg.num_threads)
         keep_freed_memory()  # glibc: no page faults on every update's activations (src/allocator.py)
         torch.manual_seed(cfg.seed)
@@ -56,6 +58,7 @@ class Trainer:
                                     self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
         self.iteration = self.env_steps = self.updates = self.episodes = 0
         self.successes_in_buffer = 0  # successful episodes collected (the reference's most telling number)
+        self.best_success = None  # best eval/success_eval so far (checkpoints/best.pt)
         self.elapsed = 0.0
         self._since_eval: Dict[str, List[float]] = {}  # per-iteration stats since the last evaluation
         self._pending = None      # the current iteration's progress: collected, updates done, sums
@@ -184,33 +187,38 @@ class Trainer:
         self.signals.forward(f"at iteration {self.iteration}; the checkpoint in {self.ckpt_path.parent} resumes it")
 
     # ------------------------------------------------------------------ checkpoints
-    def save(self, csv_rows: int) -> None:
-        save_checkpoint({
+    def save(self, csv_rows: int, best: bool = False) -> None:
+        """checkpoints/last.pt; ``best``: also checkpoints/best.pt, the same file (written first, so
+        that a kill in between leaves a last.pt whose resumption writes best.pt again)."""
+        state = {
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "agent": self.agent.state_dict(), "algo": self.algo.state_dict(), "buffer": self.buffer.state_dict(),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps, "updates": self.updates,
                          "episodes": self.episodes, "elapsed": self.elapsed, "csv_rows": csv_rows,
-                         "successes_in_buffer": self.successes_in_buffer},
+                         "successes_in_buffer": self.successes_in_buffer, "best_success": self.best_success},
             "pending": None if self._pending is None else
             {**self._pending, "sums": {k: float(v) for k, v in self._pending["sums"].items()}},
             "since_eval": self._since_eval,
             "rng": rng_states(self.rng, self.train_envs + self.eval_envs),
-        }, self.ckpt_path)
+        }
+        if best:
+            save_checkpoint(state, self.best_path)
+            publish_as(self.best_path, self.ckpt_path)
+        else:
+            save_checkpoint(state, self.ckpt_path)
 
     def load(self) -> dict:
         state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        # A checkpoint only continues the experiment that wrote it (runtime keys may differ).
-        diffs = config_differences(state["config"], OmegaConf.to_container(self.cfg, resolve=True), RUNTIME_KEYS)
-        if diffs:
-            raise ValueError(f"{self.ckpt_path} was written by a different config:\n  " + "\n  ".join(diffs)
-                             + "\nuse a new output directory, or resume with the run's own config")
+        require_same_config(state["config"], OmegaConf.to_container(self.cfg, resolve=True), RUNTIME_KEYS,
+                            self.ckpt_path)
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         self.buffer.load_state_dict(state["buffer"])
         c = state["counters"]
         self.iteration, self.env_steps, self.updates = c["iteration"], c["env_steps"], c["updates"]
         self.episodes, self.elapsed = c["episodes"], c["elapsed"]
-        self.successes_in_buffer = c.get("successes_in_buffer", 0)  # absent in checkpoints before it existed
+        # absent in checkpoints written before these counters existed
+        self.successes_in_buffer, self.best_success = c.get("successes_in_buffer", 0), c.get("best_success")
         self._pending, self._since_eval = state["pending"], state["since_eval"]
         restore_rng_states(state["rng"], self.rng, self.train_envs + self.eval_envs)
         return c
@@ -293,7 +301,10 @@ class Trainer:
         self._since_eval = {}
         logger.log_row(row)
         logger.flush()
-        self.save(csv_rows=logger.csv_rows)
+        best = self.best_success is None or metrics["eval/success_eval"] > self.best_success
+        if best:
+            self.best_success = metrics["eval/success_eval"]
+        self.save(csv_rows=logger.csv_rows, best=best)
         train_part = (f"train {metrics['eval/success_train']:.3f} " if "eval/success_train" in metrics else "")
         log.info(f"iter {self.iteration} | env steps {self.env_steps} | success {train_part}"
                  f"eval {metrics['eval/success_eval']:.3f} | return eval {metrics['eval/return_eval']:.2f} | "

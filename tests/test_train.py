@@ -201,3 +201,23 @@ def test_successes_in_buffer_and_warmup_action_range(tmp_path):
     assert float(rows[0]["train/alpha_now"]) == pytest.approx(1.0)  # nothing updated yet
     assert float(rows[-1]["train/alpha_now"]) == pytest.approx(float(trainer.algo.alpha), rel=1e-5)
     assert float(rows[-1]["train/alpha_now"]) < 1.0
+
+
+def test_best_checkpoint_is_the_first_evaluation_with_the_best_success(tmp_path, monkeypatch):
+    """checkpoints/best.pt: the same format as last.pt, written at the evaluation whose
+    eval/success_eval first beat every earlier one (ties keep the earlier file); resume keeps the mark."""
+    from src.checkpoint import load_checkpoint
+    successes = iter([0.2, 0.5, 0.5, 0.1, 0.4])  # evaluations at iterations 0, 1, 2, 3, 4
+    real_evaluate = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {**real_evaluate(self), "eval/success_eval": next(successes)})
+    cfg = compose_cfg(TINY + ["train.num_iters=4", "eval.interval=1"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.run(cfg.logger)
+    last, best = (load_checkpoint(tmp_path / "checkpoints" / f"{n}.pt") for n in ("last", "best"))
+    assert set(best) == set(last) and set(best["counters"]) == set(last["counters"])
+    assert best["counters"]["iteration"] == 1 and last["counters"]["iteration"] == 4
+    assert best["counters"]["best_success"] == last["counters"]["best_success"] == 0.5
+    assert not (tmp_path / "checkpoints" / "best.pt.tmp").exists()
+    resumed = Trainer(cfg, tmp_path)
+    resumed.load()
+    assert resumed.best_success == 0.5
