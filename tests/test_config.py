@@ -146,3 +146,14 @@ def test_resume_with_another_actor_memory_is_a_conflict(tmp_path):
     ov = ["model@agent.actor_memory=gru"]
     with pytest.raises(ConfigError, match="agent.actor_memory.name: run has None, command line asks 'gru'"):
         load_resume_config(tmp_path, compose_cfg(["model=shm"] + ov), ov)
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_memory_setting_is_in_its_model_config(model):
+    """conf/model/<model>.yaml names every constructor argument of its layer (but input_size, which
+    the agent passes): no layer setting lives only as a code default."""
+    import inspect
+    from hydra.utils import get_class
+    node = compose_cfg([f"model={model}"]).model.memory
+    params = inspect.signature(get_class(node._target_).__init__).parameters
+    assert set(params) - {"self", "input_size"} == set(node) - {"_target_"}
