@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 class ConfigError(ValueError):
@@ -112,6 +112,29 @@ def validate(cfg: DictConfig) -> None:
 RUNTIME_KEYS = {"resume", "progress_bar", "device", "num_threads"}
 
 
+def upgrade_saved_config(saved: DictConfig) -> DictConfig:
+    """A run's saved config in today's keys, so that runs started before a rename still resume:
+    agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
+    -> that model's config (model@agent.actor_memory); eval.num_episodes and model.actor_overrides
+    where they were absent (null, {})."""
+    saved = saved.copy()
+    agent, model = saved.agent, saved.model
+    if "orthogonal_init" in agent:
+        agent.init = "reference" if agent.orthogonal_init else "layer"
+        del agent["orthogonal_init"]
+    if "actor_memory" not in agent:  # runs from before the actor's memory could differ
+        agent.actor_memory = None
+    if isinstance(agent.actor_memory, str):
+        with open_dict(agent):
+            agent.actor_memory = OmegaConf.load(CONF_DIR / "model" / f"{agent.actor_memory}.yaml")
+    for node in (model, agent.actor_memory):
+        if node is not None and "actor_overrides" not in node:
+            node.actor_overrides = {}
+    if "num_episodes" not in saved.eval:
+        saved.eval.num_episodes = None
+    return saved
+
+
 def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
     """The saved config of ``run_dir``; command-line overrides must agree with it."""
     saved_path = Path(run_dir) / ".hydra" / "config.yaml"
@@ -119,7 +142,7 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides) -> DictConfig:
         raise ConfigError(f"resume={run_dir}: no such run directory")
     if not saved_path.exists():
         raise ConfigError(f"resume={run_dir}: {saved_path} is missing, so this is not a memrl run directory")
-    saved = OmegaConf.load(saved_path)
+    saved = upgrade_saved_config(OmegaConf.load(saved_path))
     conflicts = []
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")

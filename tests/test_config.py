@@ -157,3 +157,18 @@ def test_every_memory_setting_is_in_its_model_config(model):
     node = compose_cfg([f"model={model}"]).model.memory
     params = inspect.signature(get_class(node._target_).__init__).parameters
     assert set(params) - {"self", "input_size"} == set(node) - {"_target_"}
+
+
+@pytest.mark.parametrize("actor", [None, "gru"])
+def test_configs_saved_before_the_renames_upgrade_to_todays(actor):
+    """A run saved with agent.orthogonal_init, agent.actor_memory=<name>, no eval.num_episodes and no
+    model.actor_overrides resumes as the same experiment in today's keys."""
+    from src.config import upgrade_saved_config
+    today = compose_cfg(["model=lstm", "model.width=48"] + ([f"model@agent.actor_memory={actor}"] if actor else []))
+    old = OmegaConf.to_container(today, resolve=True)
+    old["agent"]["orthogonal_init"] = old["agent"].pop("init") == "reference"
+    old["agent"]["actor_memory"] = actor
+    del old["eval"]["num_episodes"], old["model"]["actor_overrides"]
+    upgraded = upgrade_saved_config(OmegaConf.create(old))
+    assert OmegaConf.to_container(upgraded, resolve=True) == OmegaConf.to_container(today, resolve=True)
+    validate(upgraded)
