@@ -21,16 +21,10 @@ def register_all() -> None:
             gym.register(env_id, entry_point=entry, disable_env_checker=True)
     from .pomdp import register_pomdp_envs
     register_pomdp_envs()
-    try:
-        from .credit import register_credit_envs
-    except ImportError:
-        return
+    from .credit import register_credit_envs  # an error in a credit env module surfaces here
     register_credit_envs()
-    try:  # popgym is a dependency, but memrl's own envs must not need it
-        from .popgym import register_popgym_envs
-        register_popgym_envs()
-    except ImportError:
-        return
+    from .popgym import register_popgym_envs  # the per-class ids only where popgym is installed
+    register_popgym_envs()
 
 
 def make(env_id: str, episodes_per_task: int = 1, **kwargs) -> gym.Env:

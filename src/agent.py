@@ -26,10 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from torchkit.memory import Memory, State, orthogonal_init_
+from torchkit.memory import Memory, State, reference_init_
 from torchkit.nets import MLP, Embedder, ImageEncoder, TanhGaussianHead, tanh_gaussian_sample
 
 MemoryFactory = Callable[[int], Memory]  # input_size -> memory layer
+# How the memory layers start: "reference" = the released code's blanket rule (weights orthogonal,
+# biases zero, by parameter name; torchkit.memory.reference_init_) over the layer's own init;
+# "layer" = each layer's own init (reset_parameters), e.g. S6's Δ bias and GPT-2's N(0, 0.02).
+MEMORY_INITS = ("reference", "layer")
 
 
 def is_image(obs_shape: Tuple[int, ...]) -> bool:
@@ -65,7 +69,7 @@ class SequenceEncoder(nn.Module):
     (``readout`` is then set; the heads read [readout(z), ...] at the cost of [z, ...])."""
 
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 orthogonal_init: bool = True, fold_readout: bool = True):
+                 memory_init: str = "reference", fold_readout: bool = True):
         super().__init__()
         self.action_emb = Embedder(action_dim, embed["action"])
         self.reward_emb = Embedder(1, embed["reward"])
@@ -74,8 +78,10 @@ class SequenceEncoder(nn.Module):
         if self.input_size <= 0:
             raise ValueError("agent embeddings are all 0: enable at least one of action/reward/obs")
         self.memory = memory(self.input_size)
-        if orthogonal_init:
-            orthogonal_init_(self.memory)
+        if memory_init not in MEMORY_INITS:
+            raise ValueError(f"agent.init={memory_init}: valid: {', '.join(MEMORY_INITS)}")
+        if memory_init == "reference":  # overwrites parts of the layer's own init (its docstring says which)
+            reference_init_(self.memory)
         self.output_size = self.memory.output_size
         ro = self.memory.readout
         self.fold = fold_readout and ro is not None and ro.in_features < ro.out_features
@@ -104,10 +110,10 @@ class SequenceEncoder(nn.Module):
 
 class Actor(nn.Module):
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False,
+                 hidden: Sequence[int], memory_init: str = "reference", discrete: bool = False,
                  fold_readout: bool = True):
         super().__init__()
-        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init, fold_readout)
+        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, memory_init, fold_readout)
         if is_image(obs_shape) and embed["current_obs"] > 0 and embed["current_obs"] == embed["obs"]:
             self.current_obs_emb = self.encoder.obs_emb  # one CNN for memory input and shortcut
         else:
@@ -141,10 +147,10 @@ class Actor(nn.Module):
 
 class Critic(nn.Module):
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
-                 hidden: Sequence[int], orthogonal_init: bool = True, discrete: bool = False,
+                 hidden: Sequence[int], memory_init: str = "reference", discrete: bool = False,
                  fold_readout: bool = True):
         super().__init__()
-        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, orthogonal_init, fold_readout)
+        self.encoder = SequenceEncoder(obs_shape, action_dim, embed, memory, memory_init, fold_readout)
         self.discrete = discrete
         if is_image(obs_shape):
             if not discrete:
@@ -194,16 +200,17 @@ class RecurrentActorCritic(nn.Module):
 
     def __init__(self, obs_shape, action_dim: int, embed: dict, memory: MemoryFactory,
                  actor_memory: Optional[MemoryFactory] = None, policy_layers=(128, 128),
-                 q_layers=(128, 128), orthogonal_init: bool = True, discrete: bool = False,
+                 q_layers=(128, 128), memory_init: str = "reference", discrete: bool = False,
                  fold_readout: bool = True):
         """``discrete``: ``action_dim`` = |A|, actions are one-hot vectors (inputs and ``act`` output).
+        ``memory_init``: one of MEMORY_INITS, for both memories.
         ``fold_readout``: heads fold a widening final Linear of the memory into their first layers
         (the same function, fewer FLOPs; see SequenceEncoder)."""
         super().__init__()
         self.obs_shape, self.action_dim, self.discrete = tuple(obs_shape), action_dim, discrete
-        self.actor = Actor(obs_shape, action_dim, embed, actor_memory or memory, policy_layers, orthogonal_init,
+        self.actor = Actor(obs_shape, action_dim, embed, actor_memory or memory, policy_layers, memory_init,
                            discrete, fold_readout)
-        self.critic = Critic(obs_shape, action_dim, embed, memory, q_layers, orthogonal_init, discrete,
+        self.critic = Critic(obs_shape, action_dim, embed, memory, q_layers, memory_init, discrete,
                              fold_readout)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)

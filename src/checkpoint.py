@@ -1,5 +1,6 @@
-"""Atomic checkpoints: written to a temporary file in the same directory, fsynced, then renamed,
-so a kill at any moment leaves either the previous complete checkpoint or the new one."""
+"""Checkpoints: atomic files (written to a temporary file in the same directory, fsynced, then
+renamed, so a kill at any moment leaves either the previous complete checkpoint or the new one),
+the random streams a run saves, and the config check before a resume."""
 from __future__ import annotations
 
 import io
@@ -73,3 +74,44 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} has format version {version}, this memrl writes "
                               f"{FORMAT_VERSION}: resume it with the memrl version that wrote it")
     return state
+
+
+def require_same_config(saved: dict, current: dict, ignore, path: Path) -> None:
+    """A checkpoint only continues the experiment that wrote it: every top-level config key outside
+    ``ignore`` (runtime keys) must be equal, else a ValueError lists the differences."""
+    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
+             for k in sorted(set(saved) | set(current)) if k not in ignore and saved.get(k) != current.get(k)]
+    if diffs:
+        raise ValueError(f"{path} was written by a different config:\n  " + "\n  ".join(diffs)
+                         + "\nuse a new output directory, or resume with the run's own config")
+
+
+def rng_states(np_rng, envs) -> dict:
+    """Every random stream of a run: torch (CPU and CUDA), the loop's numpy generator, each env's."""
+    return {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "envs": [e.unwrapped.np_random.bit_generator.state for e in envs]}
+
+
+def restore_rng_states(state: dict, np_rng, envs) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    np_rng.bit_generator.state = state["numpy"]
+    for env, s in zip(envs, state["envs"]):
+        env.unwrapped.np_random.bit_generator.state = s
+
+
+def publish_as(src: Path, dst: Path) -> None:
+    """Make ``dst`` a complete copy of the checkpoint ``src``, atomically: a hard link (no bytes
+    copied; later saves replace files, never write into them) or, where links fail, a copy."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(dst.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, dst)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 class ConfigError(ValueError):
@@ -63,34 +63,73 @@ def dir_tag(override_dirname: str, max_len: int = 80) -> str:
     return "_" + tag
 
 
+def _integer(cfg: DictConfig, key: str, minimum: int) -> None:
+    """``key`` must hold an int >= ``minimum`` (1.5 or "abc" is an error, never truncated)."""
+    value = OmegaConf.select(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer, got {value!r} ({type(value).__name__}): "
+                          f"set {key}=<integer>")
+    if value < minimum:
+        bound = "positive" if minimum == 1 else f">= {minimum}"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
+
+
+# Integer keys and their smallest valid value (keys an env config does not have are skipped).
+INTEGER_KEYS = {
+    "seed": 0, "num_threads": 1, "model.width": 1,
+    "train.num_warmup_rollouts": 0, "train.num_iters": 1, "train.rollouts_per_iter": 1,
+    "train.updates_per_iter": 1, "train.batch_size": 1, "train.buffer_size": 1, "train.warmup_updates": 0,
+    "train.env_steps": 1, "eval.interval": 1, "eval.num_episodes": 1,
+    "env.num_tasks": 1, "env.num_train_tasks": 1, "env.num_eval_tasks": 1, "env.episodes_per_task": 1,
+    "env.task_seed": 0,
+}
+
+
 def validate(cfg: DictConfig) -> None:
     """Cheap sanity checks with messages that say how to fix the input."""
+    for key, minimum in INTEGER_KEYS.items():
+        if OmegaConf.select(cfg, key) is not None:
+            _integer(cfg, key, minimum)
+    if isinstance(cfg.agent.actor_memory, str):
+        raise ConfigError(f"agent.actor_memory={cfg.agent.actor_memory}: the actor's memory is a choice of "
+                          f"the model group, spelled model@agent.actor_memory={cfg.agent.actor_memory}")
+    if cfg.agent.init not in ("reference", "layer"):
+        raise ConfigError(f"agent.init={cfg.agent.init}: valid: reference (the released code's orthogonal "
+                          f"weights, zero biases) | layer (each memory layer's own init)")
     tr, ev = cfg.train, cfg.env
-    for key in ("num_iters", "rollouts_per_iter", "updates_per_iter", "batch_size", "buffer_size"):
-        if int(tr[key]) <= 0:
-            raise ConfigError(f"train.{key} must be positive, got {tr[key]}")
-    if int(tr.num_warmup_rollouts) < 0:
-        raise ConfigError(f"train.num_warmup_rollouts must be >= 0, got {tr.num_warmup_rollouts}")
-    if int(tr.warmup_updates) < 0:
-        raise ConfigError(f"train.warmup_updates must be >= 0, got {tr.warmup_updates}")
     if not float(tr.warmup_action_range) > 0:
         raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "
                           f"got {tr.warmup_action_range}")
-    if int(cfg.eval.interval) <= 0:
-        raise ConfigError(f"eval.interval must be positive, got {cfg.eval.interval}")
-    if int(cfg.model.width) <= 0:
-        raise ConfigError(f"model.width must be positive, got {cfg.model.width}")
-    if "num_tasks" in ev and int(ev.num_train_tasks) + int(ev.num_eval_tasks) > int(ev.num_tasks):
+    if "num_tasks" in ev and ev.num_train_tasks + ev.num_eval_tasks > ev.num_tasks:
         raise ConfigError(f"train/eval split {ev.num_train_tasks}+{ev.num_eval_tasks} is larger than "
                           f"env.num_tasks={ev.num_tasks}: lower env.num_train_tasks/num_eval_tasks")
-    if "num_episodes" in cfg.eval and int(cfg.eval.num_episodes) <= 0:
-        raise ConfigError(f"eval.num_episodes must be positive, got {cfg.eval.num_episodes}")
-    if int(cfg.num_threads) <= 0:
-        raise ConfigError(f"num_threads must be positive, got {cfg.num_threads}")
 
 
 # Keys that may differ between a run and its resumption without changing the experiment.
 RUNTIME_KEYS = {"resume", "progress_bar", "device", "num_threads"}
+
+
+def upgrade_saved_config(saved: DictConfig) -> DictConfig:
+    """A run's saved config in today's keys, so that runs started before a rename still resume:
+    agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
+    -> that model's config (model@agent.actor_memory); eval.num_episodes and model.actor_overrides
+    where they were absent (null, {})."""
+    saved = saved.copy()
+    agent, model = saved.agent, saved.model
+    if "orthogonal_init" in agent:
+        agent.init = "reference" if agent.orthogonal_init else "layer"
+        del agent["orthogonal_init"]
+    if "actor_memory" not in agent:  # runs from before the actor's memory could differ
+        agent.actor_memory = None
+    if isinstance(agent.actor_memory, str):
+        with open_dict(agent):
+            agent.actor_memory = OmegaConf.load(CONF_DIR / "model" / f"{agent.actor_memory}.yaml")
+    for node in (model, agent.actor_memory):
+        if node is not None and "actor_overrides" not in node:
+            node.actor_overrides = {}
+    if "num_episodes" not in saved.eval:
+        saved.eval.num_episodes = None
+    return saved
 
 
 def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) -> DictConfig:
@@ -103,18 +142,22 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
         raise ConfigError(f"resume={run_dir}: no such run directory")
     if not saved_path.exists():
         raise ConfigError(f"resume={run_dir}: {saved_path} is missing, so this is not a memrl run directory")
-    saved = OmegaConf.load(saved_path)
+    saved = upgrade_saved_config(OmegaConf.load(saved_path))
     old_choices = saved_choices(run_dir)
     conflicts = []
     for ov in overrides:
         key = ov.split("=", 1)[0].lstrip("+~")
         if key.split(".")[0] in RUNTIME_KEYS or key.startswith("hydra"):
             continue
-        if key in GROUP_KEYS:
+        if key in GROUP_KEYS or "@" in key:  # a config-group choice, e.g. experiment=paper, model@agent.actor_memory=gru
             new = (choices or {}).get(key)
-            old = old_choices.get(key) if old_choices else OmegaConf.select(saved, f"{key}.name")
-            if key == "experiment" and not old_choices:
+            if old_choices:
+                old = old_choices.get(key)
+            elif key == "experiment":
                 old = "(unknown: the run predates saved choices)"
+            else:  # runs without .hydra/hydra.yaml: compare the chosen config's name
+                name_key = (key.split("@", 1)[1] if "@" in key else key) + ".name"
+                new, old = OmegaConf.select(cfg, name_key), OmegaConf.select(saved, name_key)
             if new != old:
                 conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
             continue
@@ -141,7 +184,7 @@ def config_differences(saved: dict, current: dict) -> list:
 GROUP_KEYS = ("task", "env", "model", "algo", "logger", "experiment")
 
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"  # for composing outside a Hydra app
 
 
 def compose_config(overrides=()) -> DictConfig:

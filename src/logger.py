@@ -38,19 +38,18 @@ class RunLogger:
         elif self.csv_path.exists():
             self.csv_path.unlink()
         self.tb = None
-        if cfg_logger.get("tensorboard", False):
+        if cfg_logger.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # heavy import: only when used
             # purge_step hides events a killed run wrote after its last checkpoint.
             self.tb = SummaryWriter(str(self.run_dir / "tb"),
                                     purge_step=None if resume_step is None else resume_step + 1)
         self.wandb = None
-        wcfg = cfg_logger.get("wandb")
-        if wcfg and wcfg.get("mode", "disabled") != "disabled":
+        wcfg = cfg_logger.wandb  # null: no W&B (logger=default|none); logger=wandb sets every key
+        if wcfg is not None and wcfg.mode != "disabled":
             import wandb
             self.wandb = wandb.init(
-                project=wcfg.get("project"), entity=wcfg.get("entity"), group=wcfg.get("group"),
-                job_type=wcfg.get("job_type"), name=wcfg.get("name"), tags=list(wcfg.get("tags") or []),
-                mode=wcfg.get("mode", "offline"), dir=str(self.run_dir), config=config,
+                project=wcfg.project, entity=wcfg.entity, group=wcfg.group, job_type=wcfg.job_type,
+                name=wcfg.name, tags=list(wcfg.tags), mode=wcfg.mode, dir=str(self.run_dir), config=config,
                 id=wandb_run_id(self.run_dir), resume="allow")
 
     def _truncate_csv(self, rows: int) -> None:

@@ -85,6 +85,14 @@ def test_reference_sizes_follow_the_env():
     (["env.num_train_tasks=150"], "larger than env.num_tasks"),
     (["model.width=-3"], "model.width must be positive"),
     (["eval.interval=0"], "eval.interval"),
+    # integer keys: a float or a string is an error naming the key, never truncated
+    (["seed=abc"], r"seed must be an integer, got 'abc' \(str\)"),
+    (["train.num_iters=1.5"], r"train.num_iters must be an integer, got 1.5"),
+    (["train.batch_size=2.5"], "train.batch_size must be an integer"),
+    (["eval.interval=1.5"], "eval.interval must be an integer"),
+    (["task=credit", "eval.num_episodes=2.0"], "eval.num_episodes must be an integer"),
+    (["num_threads=true"], "num_threads must be an integer"),
+    (["agent.init=orthogonal"], "agent.init=orthogonal: valid: reference"),
 ])
 def test_bad_values_are_named(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -101,13 +109,13 @@ PAPER_MODELS = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm"]
 def test_paper_preset_is_the_released_arrangement(env, model):
     """experiment=paper: GRU actor, the model under test in the critic, the released widths."""
     from src.agent import RecurrentActorCritic
-    from src.loop import actor_memory_factory
+    from src.build import actor_memory_factory
     task = "meta" if env in PAPER_META else "credit"
     cfg = compose_cfg([f"task={task}", f"env={env}", f"model={model}", "experiment=paper"])
     OmegaConf.resolve(cfg)
     validate(cfg)
     width = 64 if env.startswith("wind") else 128
-    assert cfg.model.width == width and cfg.agent.actor_memory == "gru" and cfg.agent.orthogonal_init
+    assert cfg.model.width == width and cfg.agent.actor_memory.name == "gru" and cfg.agent.init == "reference"
     if task == "meta":
         assert (cfg.algo.name, cfg.algo.init_alpha, cfg.algo.auto_alpha) == ("sac", 1.0, True)
         assert cfg.train.warmup_action_range == 0.1 and cfg.train.warmup_updates == 0
@@ -132,3 +140,65 @@ def test_paper_wind_schedule_is_the_released_one():
     total = 100 * (tr.num_warmup_rollouts + tr.num_iters * tr.rollouts_per_iter)
     assert (total, tr.num_iters * tr.updates_per_iter, tr.batch_size) == (510_000, 250_000, 64)
     assert cfg.eval.interval == 4
+
+
+def test_actor_memory_is_a_choice_of_the_model_group():
+    """model@agent.actor_memory=<model> puts that model's config under agent.actor_memory; its memory
+    takes the critic's width; the old value spelling is an error that gives the new one."""
+    from src.build import actor_memory_node
+    assert compose_cfg([]).agent.actor_memory is None
+    cfg = compose_cfg(["model=shm", "model@agent.actor_memory=lstm", "model.width=48"])
+    assert cfg.agent.actor_memory.name == "lstm" and cfg.model.name == "shm"
+    node = actor_memory_node(cfg)
+    assert node._target_ == "torchkit.memory.rnn.LSTM" and node.hidden_size == 48
+    paper = compose_cfg(["experiment=paper", "~model@agent.actor_memory"])  # back to the model's own
+    assert paper.agent.actor_memory is None and actor_memory_node(paper).hidden_size == 64
+    with pytest.raises(ConfigError, match="spelled model@agent.actor_memory=gru"):
+        validate(compose_cfg(["agent.actor_memory=gru"]))
+
+
+def test_train_and_eval_keys_are_declared_in_train_yaml():
+    """conf/train.yaml lists every train/eval key the loop reads (env configs fill the ??? ones)."""
+    from tests.helpers import CONF
+    base = OmegaConf.load(CONF / "train.yaml")
+    assert set(base.train) >= {"num_warmup_rollouts", "num_iters", "rollouts_per_iter", "updates_per_iter",
+                               "batch_size", "buffer_size", "warmup_action_range", "warmup_updates"}
+    assert set(base.eval) == {"interval", "num_episodes"}
+    for env in options("env"):
+        cfg = compose_cfg([f"env={env}"])
+        assert not [k for k in cfg.train if OmegaConf.is_missing(cfg.train, k)], env
+
+
+def test_resume_with_another_actor_memory_is_a_conflict(tmp_path):
+    from src.config import load_resume_config
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(compose_cfg(["model=shm"]), tmp_path / ".hydra" / "config.yaml")
+    ov = ["model@agent.actor_memory=gru"]
+    with pytest.raises(ConfigError, match="agent.actor_memory.name: run has None, command line asks 'gru'"):
+        load_resume_config(tmp_path, compose_cfg(["model=shm"] + ov), ov)
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_memory_setting_is_in_its_model_config(model):
+    """conf/model/<model>.yaml names every constructor argument of its layer (but input_size, which
+    the agent passes): no layer setting lives only as a code default."""
+    import inspect
+    from hydra.utils import get_class
+    node = compose_cfg([f"model={model}"]).model.memory
+    params = inspect.signature(get_class(node._target_).__init__).parameters
+    assert set(params) - {"self", "input_size"} == set(node) - {"_target_"}
+
+
+@pytest.mark.parametrize("actor", [None, "gru"])
+def test_configs_saved_before_the_renames_upgrade_to_todays(actor):
+    """A run saved with agent.orthogonal_init, agent.actor_memory=<name>, no eval.num_episodes and no
+    model.actor_overrides resumes as the same experiment in today's keys."""
+    from src.config import upgrade_saved_config
+    today = compose_cfg(["model=lstm", "model.width=48"] + ([f"model@agent.actor_memory={actor}"] if actor else []))
+    old = OmegaConf.to_container(today, resolve=True)
+    old["agent"]["orthogonal_init"] = old["agent"].pop("init") == "reference"
+    old["agent"]["actor_memory"] = actor
+    del old["eval"]["num_episodes"], old["model"]["actor_overrides"]
+    upgraded = upgrade_saved_config(OmegaConf.create(old))
+    assert OmegaConf.to_container(upgraded, resolve=True) == OmegaConf.to_container(today, resolve=True)
+    validate(upgraded)

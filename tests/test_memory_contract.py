@@ -28,11 +28,11 @@ SMALL = {
 }
 
 
-def build(name, seed=0, extra=None):
+def build(name, seed=0, extra=None, dtype=torch.float64):
     cfg = OmegaConf.create({"model": OmegaConf.load(MODEL_DIR / f"{name}.yaml")})
     cfg.model = OmegaConf.merge(cfg.model, SMALL.get(name, {}), extra or {})
     torch.manual_seed(seed)
-    layer = instantiate(cfg.model.memory, input_size=D).double()
+    layer = instantiate(cfg.model.memory, input_size=D).to(dtype)
     layer.eval()  # contract is about the deterministic map (dropout off)
     return layer
 

@@ -138,3 +138,12 @@ def test_unknown_env_id_lists_known_ones():
     with pytest.raises(ValueError, match="memrl/Wind-v0"):
         envs.make("memrl/Nope-v0")
     assert "memrl/Wind-v0" in gym.registry
+
+
+def test_a_broken_credit_env_module_is_an_import_error_not_an_unknown_id(monkeypatch):
+    """envs.register_all must not swallow the credit envs' ImportError (it would surface later as
+    "unknown env id")."""
+    import sys
+    monkeypatch.setitem(sys.modules, "envs.credit", None)  # importing it now raises ImportError
+    with pytest.raises(ImportError, match="envs.credit"):
+        envs.register_all()

@@ -9,7 +9,7 @@ from gymnasium import spaces
 
 from src.agent import RecurrentActorCritic
 from src.algos.sacd import SACDiscrete, categorical_probs
-from src.loop import check_algo_and_action_space
+from src.build import check_algo_and_action_space
 from torchkit.memory.rnn import GRU
 from torchkit.nets import ImageEncoder
 

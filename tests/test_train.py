@@ -110,6 +110,18 @@ def test_cli_unknown_model_lists_the_valid_ones():
     assert "unknown model 'nope'" in r.stderr and "shm" in r.stderr
 
 
+def test_cli_help_lists_groups_and_examples():
+    r = _cli("--help")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "model: ffm, fwp, gpt2, gru" in r.stdout and "python -m src.train experiment=smoke" in r.stdout
+
+
+def test_cli_bad_seed_names_the_key(tmp_path):
+    r = _cli("seed=abc", f"paths.output_root={tmp_path}")
+    assert r.returncode == 2 and "seed must be an integer, got 'abc'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_cli_smoke_run_and_resume(tmp_path):
     run_dir = tmp_path / "run"
     common = ["logger=none", "progress_bar=false"]
@@ -142,14 +154,14 @@ def test_every_model_trains_with_finite_losses(tmp_path, env, model):
 def test_actor_memory_override_builds_a_gru_actor(tmp_path):
     from torchkit.memory.rnn import GRU
     from torchkit.memory.shm import SHM
-    cfg = compose_cfg(TINY + ["model=shm", "agent.actor_memory=gru", "train.num_iters=2"])
+    cfg = compose_cfg(TINY + ["model=shm", "model@agent.actor_memory=gru", "train.num_iters=2"])
     trainer = Trainer(cfg, tmp_path)
     assert isinstance(trainer.agent.actor.encoder.memory, GRU)
     assert isinstance(trainer.agent.critic.encoder.memory, SHM)
     assert trainer.agent.actor.encoder.memory.output_size == cfg.model.width
     trainer.run(cfg.logger)
-    with pytest.raises(ValueError, match="unknown model; valid: .*gru"):
-        Trainer(compose_cfg(TINY + ["agent.actor_memory=nope"]), tmp_path / "x")
+    with pytest.raises(Exception, match="Could not find 'model/nope'"):
+        compose_cfg(TINY + ["model@agent.actor_memory=nope"])
 
 
 def test_model_actor_overrides_change_the_actor_memory_only(tmp_path):
@@ -189,3 +201,23 @@ def test_successes_in_buffer_and_warmup_action_range(tmp_path):
     assert float(rows[0]["train/alpha_now"]) == pytest.approx(1.0)  # nothing updated yet
     assert float(rows[-1]["train/alpha_now"]) == pytest.approx(float(trainer.algo.alpha), rel=1e-5)
     assert float(rows[-1]["train/alpha_now"]) < 1.0
+
+
+def test_best_checkpoint_is_the_first_evaluation_with_the_best_success(tmp_path, monkeypatch):
+    """checkpoints/best.pt: the same format as last.pt, written at the evaluation whose
+    eval/success_eval first beat every earlier one (ties keep the earlier file); resume keeps the mark."""
+    from src.checkpoint import load_checkpoint
+    successes = iter([0.2, 0.5, 0.5, 0.1, 0.4])  # evaluations at iterations 0, 1, 2, 3, 4
+    real_evaluate = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {**real_evaluate(self), "eval/success_eval": next(successes)})
+    cfg = compose_cfg(TINY + ["train.num_iters=4", "eval.interval=1"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.run(cfg.logger)
+    last, best = (load_checkpoint(tmp_path / "checkpoints" / f"{n}.pt") for n in ("last", "best"))
+    assert set(best) == set(last) and set(best["counters"]) == set(last["counters"])
+    assert best["counters"]["iteration"] == 1 and last["counters"]["iteration"] == 4
+    assert best["counters"]["best_success"] == last["counters"]["best_success"] == 0.5
+    assert not (tmp_path / "checkpoints" / "best.pt.tmp").exists()
+    resumed = Trainer(cfg, tmp_path)
+    resumed.load()
+    assert resumed.best_success == 0.5

@@ -2,6 +2,8 @@
 as ``memrl/popgym-<ClassName>-v0`` for every env of ``popgym.envs.ALL`` and as the generic
 ``memrl/PopGym-v0`` (``gym.make("memrl/PopGym-v0", name="BattleshipEasy")``). Needs the ``popgym``
 package (a dependency of memrl, ``popgym>=1.0.7,<1.1``)."""
+import importlib.util
+
 import gymnasium as gym
 
 from .adapter import PopGymEnv, popgym_class, popgym_classes
@@ -20,6 +22,8 @@ def register_popgym_envs() -> None:
     tests run ``check_env`` on the adapter)."""
     if GENERIC_ID not in gym.registry:
         gym.register(GENERIC_ID, entry_point=ENTRY_POINT, disable_env_checker=True)
+    if importlib.util.find_spec("popgym") is None:  # the generic id then says how to install it
+        return
     import popgym.envs as pe
     for cls in pe.ALL:
         if env_id(cls.__name__) not in gym.registry:

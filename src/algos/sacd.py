@@ -43,10 +43,10 @@ class SACDiscrete(SAC):
             raise ValueError(f"init_alpha must be > 0, got {init_alpha}")
         if not 0.0 < target_entropy_ratio <= 1.0:
             raise ValueError(f"target_entropy_ratio must be in (0, 1], got {target_entropy_ratio}")
-        super().__init__(agent, gamma=gamma, tau=tau, lr=lr, alpha_lr=alpha_lr, auto_alpha=auto_alpha,
-                         init_alpha=init_alpha, target_entropy=0.0, grad_clip=grad_clip)
         self.target_entropy_ratio = float(target_entropy_ratio)
-        self.target_entropy = self.target_entropy_ratio * math.log(agent.action_dim)
+        super().__init__(agent, gamma=gamma, tau=tau, lr=lr, alpha_lr=alpha_lr, auto_alpha=auto_alpha,
+                         init_alpha=init_alpha, target_entropy=self.target_entropy_ratio * math.log(agent.action_dim),
+                         grad_clip=grad_clip)
 
     def update(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """One gradient step on each of critic, actor and (if auto_alpha) α. Returns detached scalars."""

@@ -42,6 +42,18 @@ class Memory(nn.Module):
     def initial_state(self, batch_size: int, device=None) -> State:
         raise NotImplementedError
 
+    def reset_parameters(self) -> None:
+        """The layer's own init, as at construction: each submodule's PyTorch default, then the
+        layer's own rules (``_init_own``). The agent's ``agent.init=reference`` overwrites parts of
+        it with the reference rule (``reference_init_``); each layer says which."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        self._init_own()
+
+    def _init_own(self) -> None:
+        """Layer-specific init on top of the submodules' defaults (none here)."""
+
     def forward(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         raise NotImplementedError
@@ -121,14 +133,29 @@ def forward_by_steps(layer: Memory, x: Tensor, state: Optional[State],
     return torch.stack(ys, 1), state
 
 
-def orthogonal_init_(module: nn.Module) -> None:
-    """The reference's memory init: weights orthogonal, biases zero.
-
-    Names containing "norm"/"ln_" (LayerNorm) are skipped, as are parameters whose names are
-    neither weights nor biases (e.g. SHM's Θ, S6's A_log): they keep the layer's own init.
-    """
+def reference_init_targets(module: nn.Module):
+    """(names the reference rule zeroes, names it makes orthogonal): every parameter named "bias";
+    every weight of >= 2 dims except LayerNorm's ("norm"/"ln_" names). Others (SHM's Θ, S6's
+    A_log and D, FFM's a and b, LayerNorm weights) keep the layer's own init."""
+    zeroed, orthogonal = [], []
     for name, p in module.named_parameters():
         if "bias" in name:
-            nn.init.zeros_(p)
+            zeroed.append(name)
         elif "weight" in name and "norm" not in name and "ln_" not in name and p.dim() >= 2:
+            orthogonal.append(name)
+    return zeroed, orthogonal
+
+
+@torch.no_grad()
+def reference_init_(module: nn.Module) -> None:
+    """The reference's blanket memory init (``agent.init=reference``): weights orthogonal, biases
+    zero, chosen by parameter name (``reference_init_targets``); it overwrites the layer's own init
+    of those parameters (e.g. S6's Δ bias, GPT-2's N(0, 0.02) weights)."""
+    params = dict(module.named_parameters())
+    zeroed, orthogonal = reference_init_targets(module)
+    for name, p in params.items():  # in registration order, as the reference (same RNG draws)
+        if name in zeroed:
+            nn.init.zeros_(p)
+        elif name in orthogonal:
             nn.init.orthogonal_(p)
+

@@ -60,7 +60,10 @@ def ffa_closed_form(x: Tensor, s0: Optional[Tensor], log_gamma: Tensor,
 
 
 class FFM(Memory):
-    """Fast and Forgetful Memory; state = (S as a real view [B,m,c,2],)."""
+    """Fast and Forgetful Memory; state = (S as a real view [B,m,c,2],).
+
+    Init: a and b as below (``_init_own``), nn.Linear defaults for pre and mix. agent.init=reference
+    overwrites pre and mix: weights orthogonal, biases zero; a and b keep their init."""
 
     def __init__(self, input_size: int, output_size: int = 512, trace_size: int = 128,
                  context_size: int = 4, min_period: float = 1.0, max_period: float = 1024.0,
@@ -77,9 +80,17 @@ class FFM(Memory):
         self.trace_size, self.context_size, self.chunk_size = m, c, chunk_size
         self.pre = nn.Linear(input_size, 2 * m + 2 * O)
         self.mix = nn.Linear(2 * m * c, O)
+        self.min_period, self.max_period = float(min_period), float(max_period)
+        self.a = nn.Parameter(torch.empty(m))
+        self.b = nn.Parameter(torch.empty(c))
+        self._init_own()
+
+    @torch.no_grad()
+    def _init_own(self) -> None:
         # a: decay rates (learned, kept in [-A_LIMIT, -1e-8]); b: angular frequencies 2π/period.
-        self.a = nn.Parameter(torch.linspace(-A_LIMIT + 0.01, math.log(0.01) / 1024, m))
-        self.b = nn.Parameter(2 * math.pi / torch.linspace(min_period, max_period, c))
+        m, c = self.trace_size, self.context_size
+        self.a.copy_(torch.linspace(-A_LIMIT + 0.01, math.log(0.01) / 1024, m))
+        self.b.copy_(2 * math.pi / torch.linspace(self.min_period, self.max_period, c))
 
     def initial_state(self, batch_size: int, device=None) -> State:
         m, c = self.trace_size, self.context_size

@@ -53,7 +53,11 @@ def _delta_chunk(S: Tensor, k: Tensor, q: Tensor, v: Tensor, beta: Tensor, reset
 
 
 class FWP(ReadoutMemory):
-    """Delta-rule fast weights; state = (M [B,H,H],). Forward: chunkwise (default) or a step loop."""
+    """Delta-rule fast weights; state = (M [B,H,H],). Forward: chunkwise (default) or a step loop.
+
+    Init: nn.Linear/LayerNorm defaults. agent.init=reference overwrites every Linear: key, query,
+    value, beta, shortcut and out weights orthogonal, shortcut/out biases zero (and the LayerNorm
+    bias, zero already); the LayerNorm weight keeps 1."""
 
     def __init__(self, input_size: int, output_size: int = 512, mem_size: int = 24,
                  scan: str = "chunked", chunk: int = 32):

@@ -84,7 +84,12 @@ class _Block(nn.Module):
 
 
 class GPT2(Memory):
-    """Causal transformer with a window KV cache; output_size = n_embd."""
+    """Causal transformer with a window KV cache; output_size = n_embd.
+
+    Init: GPT-2's in the blocks (``_init_own``), nn.Linear/LayerNorm defaults for ``map`` and
+    ``ln_f``. agent.init=reference overwrites every Linear: map, c_attn, c_proj, c_fc and mlp_proj
+    weights orthogonal (instead of GPT-2's N(0, 0.02) and scaled residual projections), their
+    biases zero (as GPT-2's; map's too, and the LayerNorm biases, zero already); LayerNorm weights keep 1."""
 
     def __init__(self, input_size: int, output_size: int = 512, n_layer: int = 1, n_head: int = 4,
                  window: int = 1024, dropout: float = 0.1):
@@ -103,12 +108,15 @@ class GPT2(Memory):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(output_size, n_head, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(output_size)
+        self._init_own()
+
+    def _init_own(self) -> None:
         # GPT-2 init: N(0, 0.02) weights, zero biases, residual projections scaled by 1/√(2·n_layer).
         for name, p in self.blocks.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(p)
             elif p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * n_layer) if "proj" in name else 0.02
+                std = 0.02 / math.sqrt(2 * self.n_layer) if "proj" in name else 0.02
                 nn.init.normal_(p, 0.0, std)
 
     def initial_state(self, batch_size: int, device=None) -> State:

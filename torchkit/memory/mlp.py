@@ -9,7 +9,9 @@ from .base import Memory, State
 
 
 class MLP(Memory):
-    """y_t = ReLU(W x_t + b): sees only the current (previous action, reward, observation)."""
+    """y_t = ReLU(W x_t + b): sees only the current (previous action, reward, observation).
+
+    Init: nn.Linear's default. agent.init=reference overwrites it: W orthogonal, b zero."""
 
     def __init__(self, input_size: int, hidden_size: int = 512):
         super().__init__()

@@ -26,7 +26,10 @@ from .util import check_positive_ints
 
 
 class MLSTM(ReadoutMemory):
-    """mLSTM; state = (C' [B,H,H], n' [B,H], m [B,1]), zeros at the start."""
+    """mLSTM; state = (C' [B,H,H], n' [B,H], m [B,1]), zeros at the start.
+
+    Init: nn.Linear's default. agent.init=reference overwrites all of it: query, key, value,
+    output/input/forget gate and out weights orthogonal, their biases (the gates' too) zero."""
 
     max_parallel_len = 256  # longer inputs are processed in windows of this length (memory O(B·T·256))
 

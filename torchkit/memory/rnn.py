@@ -15,6 +15,9 @@ from .kernels.gru import GRU_BACKENDS, fused_gru, gru_backend
 
 
 class _RNN(Memory):
+    """Init: PyTorch's nn.GRU/nn.LSTM default, U(±1/√hidden) for every weight and bias.
+    agent.init=reference overwrites all of it: weights orthogonal, biases zero."""
+
     rnn_cls: type = nn.GRU
     n_state: int = 1
 

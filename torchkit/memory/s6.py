@@ -225,7 +225,13 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0:
 
 
 class S6(ReadoutMemory):
-    """Mamba block + Linear(d_model -> output_size); state = (h [B,E,N], conv window [B,E,d_conv-1])."""
+    """Mamba block + Linear(d_model -> output_size); state = (h [B,E,N], conv window [B,E,d_conv-1]).
+
+    Init: Mamba's (``_init_own``): A = -(1..N) per row, D = 1, Δ's dt_proj weight U(±dt_rank^-½)
+    and bias softplus⁻¹(dt) with dt log-uniform in [dt_min, dt_max]; nn.Linear/Conv1d defaults for
+    the rest. agent.init=reference overwrites in_proj, conv1d, x_proj, dt_proj, out_proj and out:
+    weights orthogonal (dt_proj's too), biases zero: the Δ bias 0 makes every initial step
+    softplus(0) = 0.69 instead of dt in [dt_min, dt_max]. A_log and D keep their init."""
 
     def __init__(self, input_size: int, output_size: int = 512, d_state: int = 512, expand: int = 2,
                  d_conv: int = 4, dt_rank: Optional[int] = None, dt_min: float = 1e-3,
@@ -251,17 +257,23 @@ class S6(ReadoutMemory):
         self.conv1d = nn.Conv1d(E, E, d_conv, groups=E, bias=True)  # weight [E,1,d_conv]; applied by hand
         self.x_proj = nn.Linear(E, dt_rank + 2 * N, bias=False)
         self.dt_proj = nn.Linear(dt_rank, E, bias=True)
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
-        self.D = nn.Parameter(torch.ones(E))
+        self.A_log = nn.Parameter(torch.empty(E, N))
+        self.D = nn.Parameter(torch.empty(E))
         self.out_proj = nn.Linear(E, d, bias=False)
         self.out = nn.Linear(d, output_size)
+        self.dt_min, self.dt_max, self.dt_init_floor = dt_min, dt_max, dt_init_floor
+        self._init_own()
 
+    @torch.no_grad()
+    def _init_own(self) -> None:
+        E, N, r = self.d_inner, self.d_state, self.dt_rank
+        self.A_log.copy_(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(E, 1))
+        self.D.fill_(1.0)
         # Mamba's Δ init: weight U(±dt_rank^-½); bias = softplus⁻¹(dt), dt log-uniform in [dt_min, dt_max].
-        nn.init.uniform_(self.dt_proj.weight, -dt_rank ** -0.5, dt_rank ** -0.5)
-        dt = torch.exp(torch.rand(E) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_init_floor)
-        with torch.no_grad():
-            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+        nn.init.uniform_(self.dt_proj.weight, -r ** -0.5, r ** -0.5)
+        lo, hi = math.log(self.dt_min), math.log(self.dt_max)
+        dt = torch.exp(torch.rand(E) * (hi - lo) + lo).clamp(min=self.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def initial_state(self, batch_size: int, device=None) -> State:
         dtype = self.A_log.dtype

@@ -52,7 +52,12 @@ THETA_RULES = ("random", "fixed", "mean_step")
 
 
 class SHM(ReadoutMemory):
-    """Stable Hadamard Memory; state = (M [B,H,H],); readout ``out``: y = out(M q + shortcut)."""
+    """Stable Hadamard Memory; state = (M [B,H,H],); readout ``out``: y = out(M q + shortcut).
+
+    Init: Θ Xavier-uniform (``_init_own``), nn.Linear/LayerNorm defaults for the rest.
+    agent.init=reference overwrites the Linears: key, query, value, vc, eta, shortcut and out
+    weights orthogonal, shortcut/out biases zero (and the LayerNorm bias, zero already); Θ and the
+    LayerNorm weight keep their init."""
 
     scan_chunk: Optional[int] = None  # scan=reference: hadamard_scan's chunk (None: per-device default)
 
@@ -82,7 +87,11 @@ class SHM(ReadoutMemory):
         self.eta = nn.Linear(input_size, 1, bias=False)
         self.shortcut = nn.Linear(input_size, H)
         self.out = nn.Linear(H, output_size)
-        self.theta = nn.Parameter(nn.init.xavier_uniform_(torch.empty(num_thetas, H)))  # Θ [L,H]
+        self.theta = nn.Parameter(torch.empty(num_thetas, H))  # Θ [L,H]
+        self._init_own()
+
+    def _init_own(self) -> None:
+        nn.init.xavier_uniform_(self.theta)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         H = self.mem_size
