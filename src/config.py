@@ -96,6 +96,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.agent.init not in ("reference", "layer"):
         raise ConfigError(f"agent.init={cfg.agent.init}: valid: reference (the released code's orthogonal "
                           f"weights, zero biases) | layer (each memory layer's own init)")
+    check_ranges(cfg)
     tr, ev = cfg.train, cfg.env
     if not float(tr.warmup_action_range) > 0:
         raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "
@@ -103,6 +104,53 @@ def validate(cfg: DictConfig) -> None:
     if "num_tasks" in ev and ev.num_train_tasks + ev.num_eval_tasks > ev.num_tasks:
         raise ConfigError(f"train/eval split {ev.num_train_tasks}+{ev.num_eval_tasks} is larger than "
                           f"env.num_tasks={ev.num_tasks}: lower env.num_train_tasks/num_eval_tasks")
+
+
+# Real-valued keys: (lowest, highest, whether each bound is included); checked where the config has them.
+RANGES = {
+    "algo.gamma": (0.0, 1.0, False, True), "algo.tau": (0.0, 1.0, False, True),
+    "algo.lr": (0.0, None, False, None), "algo.alpha_lr": (0.0, None, False, None),
+    "algo.init_alpha": (0.0, None, False, None), "algo.grad_clip": (0.0, None, False, None),
+    "algo.target_entropy_ratio": (0.0, 1.0, False, True), "train.warmup_action_range": (0.0, 1.0, False, True),
+    "train.updates_per_env_step": (0.0, None, False, None),
+}
+
+
+def check_ranges(cfg: DictConfig) -> None:
+    """Each real-valued key is a number in its range (algo.grad_clip may also be null: no clipping)."""
+    for key, (lo, hi, lo_in, hi_in) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = ok and (value > lo or (lo_in and value == lo)) and (hi is None or value < hi or (hi_in and value == hi))
+        if not ok:
+            bound = ("(" if not lo_in else "[") + f"{lo:g}, " + ("∞)" if hi is None else f"{hi:g}" + ("]" if hi_in else ")"))
+            extra = " or null (no clipping)" if key == "algo.grad_clip" else ""
+            raise ConfigError(f"{key}={value!r} is out of range: it must be a number in {bound}{extra}")
+
+
+# Top-level config nodes where a `+key=value` override could only add a key that memrl never reads.
+OWN_NODES = ("train", "eval", "algo", "agent", "paths", "task")
+
+
+def check_added_keys(cfg: DictConfig, overrides) -> None:
+    """``+train.batchsize=4`` adds a key nobody reads (a typo): refuse it, naming the nearest key.
+    Additions under env.kwargs, model.memory and hydra are left to their consumers."""
+    import difflib
+    for ov in overrides:
+        if not ov.startswith("+") or ov.startswith("++"):
+            continue
+        key = ov[1:].split("=", 1)[0]
+        parent, _, leaf = key.rpartition(".")
+        if key.split(".")[0] not in OWN_NODES and parent != "":
+            continue
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        known = [k for k in node if k != leaf] if isinstance(node, DictConfig) else []
+        close = difflib.get_close_matches(leaf, known, n=1)
+        hint = f"did you mean {(parent + '.') if parent else ''}{close[0]}? " if close else ""
+        raise ConfigError(f"{ov}: {key} is not a key memrl reads ({hint}the keys of "
+                          f"{parent or 'the top level'}: {', '.join(sorted(map(str, known)))})")
 
 
 # Keys that may differ between a run and its resumption without changing the experiment.
@@ -150,16 +198,16 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
         if key.split(".")[0] in RUNTIME_KEYS or key.startswith("hydra"):
             continue
         if key in GROUP_KEYS or "@" in key:  # a config-group choice, e.g. experiment=paper, model@agent.actor_memory=gru
-            new = (choices or {}).get(key)
+            new, label = (choices or {}).get(key), key
             if old_choices:
                 old = old_choices.get(key)
             elif key == "experiment":
                 old = "(unknown: the run predates saved choices)"
             else:  # runs without .hydra/hydra.yaml: compare the chosen config's name
-                name_key = (key.split("@", 1)[1] if "@" in key else key) + ".name"
-                new, old = OmegaConf.select(cfg, name_key), OmegaConf.select(saved, name_key)
+                label = (key.split("@", 1)[1] if "@" in key else key) + ".name"
+                new, old = OmegaConf.select(cfg, label), OmegaConf.select(saved, label)
             if new != old:
-                conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
+                conflicts.append(f"{label}: run has {old!r}, command line asks {new!r}")
             continue
         new, old = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
         if new != old:

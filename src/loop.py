@@ -36,7 +36,8 @@ from src.config import RUNTIME_KEYS, upgrade_saved_config, validate
 from src.logger import RunLogger
 from src.rollouts import eval_metrics, run_rollouts
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
-from src.updates import NonFiniteError, gradient_steps, iteration_means, non_finite, to_tensors
+from src.updates import (NonFiniteError, gradient_steps, iteration_means, non_finite, non_finite_advice,
+                         to_tensors)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class Trainer:
             raise NonFiniteError(
                 f"non-finite training values at iteration {self.iteration + 1} (model={self.cfg.model.name}, "
                 f"env={self.cfg.env.name}): {bad}. Training stopped; the last good checkpoint "
-                f"({self.ckpt_path}) is kept. Try algo.grad_clip=1.0 or a lower algo.lr.")
+                f"({self.ckpt_path}) is kept. In a new run, {non_finite_advice(bad, stats)}.")
         self.iteration += 1
         stats["perf/env_steps_per_s"] = p["steps"] / max(p["collect_s"], 1e-9)
         stats["perf/updates_per_s"] = n / max(p["update_s"], 1e-9)

@@ -33,12 +33,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from src.aggregate import N_BOOT, fmt_iqm, iqm, iqm_rows, stratified_bootstrap_ci  # noqa: F401
+
 # Paper order and colours: SHM first in red, the baselines after it, then anything else.
 MODEL_ORDER = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm", "lstm", "mlp"]
 COLORS = {"shm": "#d62728", "gru": "#1f77b4", "fwp": "#2ca02c", "gpt2": "#9467bd", "s6": "#ff7f0e",
           "mlstm": "#8c564b", "ffm": "#e377c2", "lstm": "#17becf", "mlp": "#7f7f7f"}
 EXTRA_COLORS = ["#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#31a354"]
-N_BOOT = 10_000  # bootstrap resamples for the IQM intervals
 SKIP_DIRS = {".submitit", ".hydra", "code", "checkpoints", "tb", "wandb", "plots", ".git", "__pycache__"}
 
 
@@ -137,43 +138,6 @@ def aggregate(runs: Sequence[Run]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, 
         note = f"seeds reach different steps: plotted up to {hi:g} (the shortest)"
     ys = np.stack([np.interp(grid, r.x, r.y) for r in runs])
     return grid, ys.mean(0), ys.std(0), note
-
-
-def iqm_rows(samples: np.ndarray) -> np.ndarray:
-    """IQM of each row of [B, n]: the mean after dropping floor(n/4) lowest and highest values."""
-    samples = np.sort(np.asarray(samples, dtype=float), axis=-1)
-    n = samples.shape[-1]
-    if n == 0:
-        raise ValueError("IQM of no scores")
-    cut = n // 4
-    return samples[..., cut:n - cut].mean(-1)
-
-
-def iqm(scores) -> float:
-    """Interquartile mean of all the scores (flattened)."""
-    return float(iqm_rows(np.ravel(np.asarray(scores, dtype=float))[None])[0])
-
-
-def stratified_bootstrap_ci(strata: Sequence[Sequence[float]], n_boot: int = N_BOOT, confidence: float = 0.95,
-                            seed: int = 0) -> Tuple[float, float]:
-    """Percentile interval of the IQM of all strata's scores pooled, each bootstrap sample drawing
-    every stratum's runs with replacement from that stratum only (so each keeps its size)."""
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    parts = []
-    for x in strata:
-        x = np.asarray(x, dtype=float)
-        parts.append(x[rng.integers(len(x), size=(n_boot, len(x)))])
-    stats = iqm_rows(np.concatenate(parts, axis=1))
-    tail = 100 * (1 - confidence) / 2
-    lo, hi = np.percentile(stats, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
-def fmt_iqm(strata: Sequence[Sequence[float]], n_boot: int) -> str:
-    lo, hi = stratified_bootstrap_ci(strata, n_boot)
-    return f"{iqm(np.concatenate([np.ravel(s) for s in strata])):.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def order_labels(labels) -> List[str]:

@@ -8,7 +8,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from torchkit.memory import Memory, State, orthogonal_init_
+from torchkit.memory import Memory, State, reference_init_
 
 
 def relu_stack(in_size: int, sizes: Sequence[int]) -> Tuple[nn.Module, int]:
@@ -22,12 +22,14 @@ def relu_stack(in_size: int, sizes: Sequence[int]) -> Tuple[nn.Module, int]:
 class PPOAgent(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, memory: Callable[[int], Memory],
                  pre_layers: Sequence[int] = (128, 64), post_layers: Sequence[int] = (64,),
-                 orthogonal_init: bool = True):
+                 init: str = "reference"):
         super().__init__()
         self.pre, size = relu_stack(obs_dim, pre_layers)
         self.memory = memory(size)
-        if orthogonal_init:
-            orthogonal_init_(self.memory)
+        if init not in ("reference", "layer"):
+            raise ValueError(f"ppo_agent.init={init}: valid: reference (orthogonal weights, zero biases) | layer")
+        if init == "reference":  # as agent.init for SAC (docs/memory_models.md, "Init")
+            reference_init_(self.memory)
         self.post, size = relu_stack(self.memory.output_size, post_layers)
         self.pi = nn.Linear(size, num_actions)
         self.v = nn.Linear(size, 1)

@@ -16,7 +16,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, config_differences, load_resume_config, register_resolvers, validate
+from src.config import (ConfigError, check_added_keys, config_differences, load_resume_config, register_resolvers,
+                        validate)
 from src.rundir import RunLock, check_group_options, write_run_files
 
 log = logging.getLogger("memrl")
@@ -42,14 +43,13 @@ def run(cfg: DictConfig) -> dict:
             if not checkpoint.exists():
                 raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
                                   f"before its first evaluation); start a new run instead")
-        elif checkpoint.exists():  # same output dir with a checkpoint: a requeued job continues its run
-            check_same_run(run_dir, cfg)
+        else:  # the values themselves first, then whether this directory may take them
+            check_added_keys(cfg, hc.overrides.task)
+            validate_for_algo(cfg)
+            if checkpoint.exists():  # same output dir with a checkpoint: a requeued job continues its run
+                check_same_run(run_dir, cfg)
         resumed = checkpoint.exists()
-        if cfg.algo.name == "ppo":
-            from src.ppo_loop import validate_ppo
-            validate_ppo(cfg)
-        else:
-            validate(cfg)
+        validate_for_algo(cfg)
         write_run_files(run_dir, cfg, hc, resumed)
         log.info("run directory: %s", run_dir)
         if cfg.algo.name == "ppo":  # recurrent PPO (task=popgym)
@@ -60,6 +60,14 @@ def run(cfg: DictConfig) -> dict:
         return trainer.run(cfg.logger, resume=resumed)
     finally:
         lock.release()
+
+
+def validate_for_algo(cfg: DictConfig) -> None:
+    if cfg.algo.name == "ppo":
+        from src.ppo_loop import validate_ppo
+        validate_ppo(cfg)
+    else:
+        validate(cfg)
 
 
 def check_same_run(run_dir: Path, cfg: DictConfig) -> None:

@@ -38,3 +38,15 @@ def iteration_means(sums: Dict, n: int) -> Dict[str, float]:
 def non_finite(stats: Dict[str, float]) -> Dict[str, float]:
     """The statistics that are NaN or infinite (training must stop on any)."""
     return {key: v for key, v in stats.items() if not math.isfinite(v)}
+
+
+def non_finite_advice(bad: Dict[str, float], stats: Dict[str, float]) -> str:
+    """What to try, from what went non-finite: α on its own points at its schedule; the losses
+    with huge gradient norms at the step size."""
+    if set(bad) <= {"train/alpha", "train/entropy"}:
+        return ("α (the entropy temperature) left the finite range: check algo.init_alpha (> 0) and "
+                "algo.alpha_lr, or fix α with algo.auto_alpha=false")
+    norms = [v for k, v in stats.items() if k.endswith("grad_norm")]
+    if any(not math.isfinite(v) or v > 1e3 for v in norms):
+        return "the gradients exploded: try algo.grad_clip=1.0 or a lower algo.lr"
+    return "try algo.grad_clip=1.0 or a lower algo.lr; if it persists, check the env's rewards and observations"

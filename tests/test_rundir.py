@@ -124,3 +124,33 @@ def test_unwritable_checkpoint_is_one_clear_error(tmp_path, monkeypatch):
         save_checkpoint({"x": 2}, path)
     monkeypatch.undo()
     assert not path.with_name("last.pt.tmp").exists() and load_checkpoint(path)["x"] == 1
+
+
+BAD_INPUTS = [  # (override, what the one-line error must say)
+    ("algo.grad_clip=-1", "algo.grad_clip=-1 is out of range"),
+    ("algo.init_alpha=-1", "algo.init_alpha=-1 is out of range"),
+    ("algo.gamma=1.5", "algo.gamma=1.5 is out of range"),
+    ("train.batch_size=1.5", "train.batch_size must be an integer"),
+    ("eval.interval=1.5", "eval.interval must be an integer"),
+    ("+train.batchsize=4", "did you mean train.batch_size?"),
+    ("seed=abc", "seed must be an integer"),
+    ("seed=-1", "seed must be >= 0"),
+    ("model.width=abc", "model.width must be an integer"),
+    ("train.warmup_action_range=0", "train.warmup_action_range=0 is out of range"),
+]
+
+
+@pytest.mark.parametrize("override,match", BAD_INPUTS)
+def test_bad_values_are_refused_by_name_and_the_run_dir_is_untouched(finished_run, override, match):
+    before = snapshot(finished_run)
+    r = _cli(*SMOKE, override, f"hydra.run.dir={finished_run}")
+    assert r.returncode == 2 and match in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert snapshot(finished_run) == before
+
+
+def test_non_finite_advice_follows_the_cause():
+    from src.updates import non_finite_advice
+    nan = float("nan")
+    assert "algo.init_alpha" in non_finite_advice({"train/alpha": nan}, {"train/alpha": nan})
+    stats = {"train/qf1_loss": nan, "train/q_grad_norm": 5e6}
+    assert "gradients exploded" in non_finite_advice({"train/qf1_loss": nan}, stats)
