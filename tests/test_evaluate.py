@@ -58,11 +58,11 @@ def fingerprint(run_dir: Path) -> dict:
 def test_evaluate_a_smoke_run_of_every_family(runs, env, capsys):
     run = runs(env)
     before = fingerprint(run)
-    assert evaluate.main([str(run), "videos=1", "tasks=2"]) == 0
+    assert evaluate.main([str(run), "videos=1", "tasks=2", "ckpt=last"]) == 0
     out = capsys.readouterr().out
     assert fingerprint(run) == before  # checkpoints, progress.csv, config: untouched
     assert "| split | episodes | success | return (mean ± std) |" in out
-    assert "checkpoints/last.pt (iteration 2" in out  # no best.pt in these runs: ckpt=auto took last.pt
+    assert "checkpoints/last.pt (iteration 2" in out
     d = run / "eval" / "last"
     res = json.loads((d / "results.json").read_text())
     m = res["metrics"]
@@ -102,6 +102,7 @@ def test_checkpoint_choice(runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs("tmaze_passive"), run)
     shutil.rmtree(run / "eval", ignore_errors=True)
+    (run / "checkpoints" / "best.pt").unlink(missing_ok=True)  # as a run made before best.pt existed
     # ckpt=best without best.pt: an error naming the file, nothing written
     assert evaluate.main([str(run), "ckpt=best"]) == 2
     err = capsys.readouterr().err.strip()

@@ -165,14 +165,18 @@ def test_actor_memory_override_builds_a_gru_actor(tmp_path):
 
 
 def test_model_actor_overrides_change_the_actor_memory_only(tmp_path):
-    """conf/model/shm.yaml's actor_overrides: null keys keep the critic's settings (random θ rows in
-    both by default); a set key changes the actor's SHM only, never the critic or its target."""
+    """conf/model/shm.yaml's actor_overrides change the actor's SHM only, never the critic or its
+    target: by default the actor acts with θ row 0 (chosen by measurement, docs/results) and the
+    critic draws random rows; null keeps the critic's setting."""
     agent = Trainer(compose_cfg(TINY + ["model=shm"]), tmp_path / "a").agent
-    assert agent.actor.encoder.memory.theta_sampling == "random"
-    assert agent.critic.encoder.memory.theta_sampling == "random"
-    cfg = compose_cfg(TINY + ["model=shm", "model.actor_overrides.theta_sampling=fixed"])
-    agent = Trainer(cfg, tmp_path / "b").agent
     assert agent.actor.encoder.memory.theta_sampling == "fixed"
+    assert agent.critic.encoder.memory.theta_sampling == "random"
+    assert agent.critic_target.encoder.memory.theta_sampling == "random"
+    agent = Trainer(compose_cfg(TINY + ["model=shm", "model.actor_overrides.theta_sampling=null"]), tmp_path / "c").agent
+    assert agent.actor.encoder.memory.theta_sampling == "random"
+    cfg = compose_cfg(TINY + ["model=shm", "model.actor_overrides.theta_sampling=mean_step"])
+    agent = Trainer(cfg, tmp_path / "b").agent
+    assert agent.actor.encoder.memory.theta_sampling == "mean_step"
     assert agent.critic.encoder.memory.theta_sampling == "random"
     assert agent.critic_target.encoder.memory.theta_sampling == "random"
     assert agent.actor.encoder.memory.output_size == cfg.model.width
