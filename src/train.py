@@ -138,10 +138,30 @@ def precheck(argv) -> None:
         if writable_error:
             problems.append(f"cannot write run directories under {target} ({writable_error}); "
                             f"set {target_key}=<a writable directory>")
+    if not problems:
+        problems = composition_problems(argv)
     if problems:
         for p in problems:
             print(f"memrl: error: {p}", file=sys.stderr)
         sys.exit(2)
+
+
+def composition_problems(argv) -> list:
+    """Compose the config once as Hydra will (single runs): an override of a key that does not exist
+    (``train.batchsize=4``) or that cannot parse is one line and exit 2, not Hydra's exit 1."""
+    if any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help") or a.startswith("--info") for a in argv):
+        return []
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+    from src.config import compose_config
+    try:
+        compose_config(overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        first = str(e).strip().splitlines()
+        hint = next((line for line in first[1:] if line.startswith("To append")), "")
+        return [f"{first[0] if first else type(e).__name__} {hint}".strip()]
+    return []
 
 
 if __name__ == "__main__":

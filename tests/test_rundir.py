@@ -133,6 +133,7 @@ BAD_INPUTS = [  # (override, what the one-line error must say)
     ("train.batch_size=1.5", "train.batch_size must be an integer"),
     ("eval.interval=1.5", "eval.interval must be an integer"),
     ("+train.batchsize=4", "did you mean train.batch_size?"),
+    ("train.batchsize=4", "Could not override 'train.batchsize'"),
     ("seed=abc", "seed must be an integer"),
     ("seed=-1", "seed must be >= 0"),
     ("model.width=abc", "model.width must be an integer"),
