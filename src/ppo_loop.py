@@ -16,8 +16,6 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-import signal
-import threading
 import time
 from functools import partial
 from pathlib import Path
@@ -35,7 +33,8 @@ from src.allocator import keep_freed_memory
 from src.checkpoint import load_checkpoint, save_checkpoint
 from src.config import RUNTIME_KEYS, ConfigError
 from src.logger import RunLogger
-from src.loop import NonFiniteError, TrainingInterrupted, resolve_device
+from src.loop import NonFiniteError, resolve_device
+from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
 from src.ppo_agent import PPOAgent
 
 log = logging.getLogger(__name__)
@@ -99,7 +98,7 @@ class PPOTrainer:
         self.iteration = self.env_steps = self.updates = self.episodes = 0
         self.elapsed, self.mmer = 0.0, -math.inf
         self._since_row: Dict[str, List[float]] = {}
-        self._stop_signal, self._prev_handlers = None, {}
+        self.signals = StopSignals()  # SIGUSR2/SIGTERM/SIGINT: finish the iteration, checkpoint, stop
 
     def _vector_env(self, n: int, seed: int):
         ev = self.cfg.env
@@ -119,7 +118,7 @@ class PPOTrainer:
     @torch.no_grad()
     def collect(self):
         """One chunk [T, N]; returns the batch ([N, T] sequences) and the memory state before it."""
-        T, N, dev = self.T, self.N, self.device
+        T, dev = self.T, self.device
         init_state = tuple(s.clone() for s in self.state)
         buf = {k: [] for k in ("obs", "first", "actions", "logits", "values", "rewards", "dones")}
         for _ in range(T):
@@ -175,7 +174,7 @@ class PPOTrainer:
             log.info("resumed from %s at iteration %d, %d env steps", self.ckpt_path, self.iteration, self.env_steps)
         start = time.perf_counter() - self.elapsed
         last: Dict[str, float] = {}
-        self._install_signal_handlers()
+        self.signals.install()
         try:
             while self.iteration < self.total_iterations():
                 t0 = time.perf_counter()
@@ -197,13 +196,13 @@ class PPOTrainer:
                 self._record(stats)
                 logger.log_scalars(stats, self.env_steps)
                 row_due = self.iteration % int(self.cfg.eval.interval) == 0
-                if row_due or self.iteration == self.total_iterations() or self._stop_signal is not None:
+                if row_due or self.iteration == self.total_iterations() or self.signals.received is not None:
                     self.elapsed = time.perf_counter() - start
                     last = self._write_row(logger)
-                if self._stop_signal is not None:
-                    self._forward_stop_signal()
+                if self.signals.received is not None:
+                    self.signals.forward(f"at iteration {self.iteration}; the checkpoint in {self.ckpt_path.parent} resumes it")
         finally:
-            self._restore_signal_handlers()
+            self.signals.restore()
             logger.close()
         return last
 
@@ -268,30 +267,3 @@ class PPOTrainer:
         if state["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
         return c
-
-    # ------------------------------------------------------------------ stop signals
-    STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGUSR2", "SIGTERM", "SIGINT") if hasattr(signal, n))
-
-    def _install_signal_handlers(self) -> None:
-        """SIGUSR2/SIGTERM/SIGINT: finish the current iteration, write a row and a checkpoint, then
-        hand the signal to the previous handler (submitit requeues the job)."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.STOP_SIGNALS:
-                self._prev_handlers[sig] = signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum, frame) -> None:
-        self._stop_signal = signum
-
-    def _restore_signal_handlers(self) -> None:
-        for sig, handler in self._prev_handlers.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._prev_handlers = {}
-
-    def _forward_stop_signal(self) -> None:
-        sig, self._stop_signal = self._stop_signal, None
-        handler = self._prev_handlers.get(sig, signal.SIG_DFL)
-        self._restore_signal_handlers()
-        if callable(handler):
-            handler(sig, None)
-        raise TrainingInterrupted(f"stopped by {signal.Signals(sig).name} at iteration {self.iteration}; "
-                                  f"the checkpoint in {self.ckpt_path.parent} resumes it", 128 + sig)

@@ -233,10 +233,19 @@ def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
             os.kill(os.getpid(), signal.SIGUSR2)  # as SLURM before a kill: finish the iteration, save, stop
         return out
     stopped.algo.update = update_then_signal
-    with pytest.raises(TrainingInterrupted) as e:
-        stopped.run(cfg.logger)
-    assert e.value.exit_code == 128 + signal.SIGUSR2 and stopped.iteration == 1
-    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL  # handlers restored
+    requeue = []
+
+    def submitit_like(sig, frame):  # stands in for submitit's SIGUSR2 handler (it requeues the job)
+        requeue.append(sig)
+    previous = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with pytest.raises(TrainingInterrupted) as e:
+            stopped.run(cfg.logger)
+        assert e.value.exit_code == 128 + signal.SIGUSR2 and stopped.iteration == 1
+        assert requeue == [signal.SIGUSR2]  # forwarded once, after the checkpoint
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # the trainer's handler is gone again
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
     resumed = PPOTrainer(cfg, tmp_path / "stopped")
     resumed.run(cfg.logger, resume=True)
     assert [int(r["iteration"]) for r in read_rows(tmp_path / "stopped" / "progress.csv")] == [1, 2, 4]

@@ -95,14 +95,18 @@ class MujocoMetaMixin:
         return obs, float(reward), bool(terminated), self._t >= self.max_episode_steps, info
 
 
-class HalfCheetahVelEnv(MujocoMetaMixin, HalfCheetahEnv):
-    """Cheetah-Vel: run at a hidden target velocity v* ~ U[0, 3] (see the module docstring)."""
+class _CheetahMetaEnv(MujocoMetaMixin, HalfCheetahEnv):
+    """HalfCheetah v5 with a task set and a control cost of ``ctrl_cost`` · ‖a‖² in the task reward."""
 
     def __init__(self, n_tasks: int = 120, task_seed: int = 1337, max_episode_steps: int = 200,
                  ctrl_cost: float = 0.05, **kwargs):
         HalfCheetahEnv.__init__(self, **kwargs)
         self.ctrl_cost = ctrl_cost
         self._init_meta(n_tasks, task_seed, max_episode_steps)
+
+
+class HalfCheetahVelEnv(_CheetahMetaEnv):
+    """Cheetah-Vel: run at a hidden target velocity v* ~ U[0, 3] (see the module docstring)."""
 
     def _sample_tasks(self, rs, n):
         return rs.uniform(0.0, 3.0, size=n)
@@ -112,14 +116,8 @@ class HalfCheetahVelEnv(MujocoMetaMixin, HalfCheetahEnv):
         return forward - self.ctrl_cost * float(np.sum(np.square(action))), forward
 
 
-class HalfCheetahDirEnv(MujocoMetaMixin, HalfCheetahEnv):
+class HalfCheetahDirEnv(_CheetahMetaEnv):
     """Cheetah-Dir: run forward (d = +1) or backward (d = -1), hidden (see the module docstring)."""
-
-    def __init__(self, n_tasks: int = 120, task_seed: int = 1337, max_episode_steps: int = 200,
-                 ctrl_cost: float = 0.05, **kwargs):
-        HalfCheetahEnv.__init__(self, **kwargs)
-        self.ctrl_cost = ctrl_cost
-        self._init_meta(n_tasks, task_seed, max_episode_steps)
 
     def _sample_tasks(self, rs, n):
         return rs.choice([-1.0, 1.0], size=n)
