@@ -76,11 +76,11 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return state
 
 
-def require_same_config(saved: dict, current: dict, ignore, path: Path) -> None:
+def require_same_config(saved: dict, current: dict, path: Path) -> None:
     """A checkpoint only continues the experiment that wrote it: every top-level config key outside
-    ``ignore`` (runtime keys) must be equal, else a ValueError lists the differences."""
-    diffs = [f"{k}: checkpoint has {saved.get(k)!r}, now {current.get(k)!r}"
-             for k in sorted(set(saved) | set(current)) if k not in ignore and saved.get(k) != current.get(k)]
+    the runtime keys must be equal, else a ValueError lists the differences."""
+    from src.config import config_differences
+    diffs = config_differences(saved, current, saved_is="checkpoint has")
     if diffs:
         raise ValueError(f"{path} was written by a different config:\n  " + "\n  ".join(diffs)
                          + "\nuse a new output directory, or resume with the run's own config")

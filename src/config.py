@@ -222,9 +222,9 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
     return saved
 
 
-def config_differences(saved: dict, current: dict) -> list:
+def config_differences(saved: dict, current: dict, saved_is: str = "run has") -> list:
     """Lines naming every top-level key (runtime keys aside) whose value differs."""
-    return [f"{k}: run has {saved.get(k)!r}, now {current.get(k)!r}"
+    return [f"{k}: {saved_is} {saved.get(k)!r}, now {current.get(k)!r}"
             for k in sorted(set(saved) | set(current))
             if k not in RUNTIME_KEYS and saved.get(k) != current.get(k)]
 

@@ -32,7 +32,7 @@ from src.build import (action_dim, build_agent, build_algo, check_algo_and_actio
 from src.build import make_env as env_from_config
 from src.checkpoint import (load_checkpoint, publish_as, require_same_config, restore_rng_states, rng_states,
                             save_checkpoint)
-from src.config import RUNTIME_KEYS, upgrade_saved_config, validate
+from src.config import upgrade_saved_config, validate
 from src.logger import RunLogger
 from src.rollouts import eval_metrics, run_rollouts
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
@@ -214,7 +214,7 @@ class Trainer:
     def load(self) -> dict:
         state = load_checkpoint(self.ckpt_path, map_location=self.device)
         saved = OmegaConf.to_container(upgrade_saved_config(OmegaConf.create(state["config"])), resolve=True)
-        require_same_config(saved, OmegaConf.to_container(self.cfg, resolve=True), RUNTIME_KEYS, self.ckpt_path)
+        require_same_config(saved, OmegaConf.to_container(self.cfg, resolve=True), self.ckpt_path)
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         self.buffer.load_state_dict(state["buffer"])

@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 import envs
 from src.algos.ppo import PPO, gae
 from src.allocator import keep_freed_memory
-from src.checkpoint import load_checkpoint, save_checkpoint
-from src.config import RUNTIME_KEYS, ConfigError
+from src.checkpoint import load_checkpoint, require_same_config, save_checkpoint
+from src.config import ConfigError
 from src.logger import RunLogger
 from src.loop import NonFiniteError, resolve_device
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
@@ -245,12 +245,7 @@ class PPOTrainer:
 
     def load(self) -> dict:
         state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        current = OmegaConf.to_container(self.cfg, resolve=True)
-        diffs = [f"{k}: checkpoint has {state['config'].get(k)!r}, now {current.get(k)!r}"
-                 for k in sorted(set(state["config"]) | set(current))
-                 if k not in RUNTIME_KEYS and state["config"].get(k) != current.get(k)]
-        if diffs:
-            raise ValueError(f"{self.ckpt_path} was written by a different config:\n  " + "\n  ".join(diffs))
+        require_same_config(state["config"], OmegaConf.to_container(self.cfg, resolve=True), self.ckpt_path)
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         c = state["counters"]

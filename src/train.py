@@ -43,13 +43,12 @@ def run(cfg: DictConfig) -> dict:
             if not checkpoint.exists():
                 raise ConfigError(f"resume={cfg.resume}: no checkpoints/last.pt in it (the run stopped "
                                   f"before its first evaluation); start a new run instead")
-        else:  # the values themselves first, then whether this directory may take them
+        else:
             check_added_keys(cfg, hc.overrides.task)
-            validate_for_algo(cfg)
-            if checkpoint.exists():  # same output dir with a checkpoint: a requeued job continues its run
-                check_same_run(run_dir, cfg)
+        validate_for_algo(cfg)  # the values themselves first, then whether this directory may take them
+        if not cfg.resume and checkpoint.exists():  # a requeued job continues its own run only
+            check_same_run(run_dir, cfg)
         resumed = checkpoint.exists()
-        validate_for_algo(cfg)
         write_run_files(run_dir, cfg, hc, resumed)
         log.info("run directory: %s", run_dir)
         if cfg.algo.name == "ppo":  # recurrent PPO (task=popgym)

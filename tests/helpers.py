@@ -1,4 +1,6 @@
 """Shared helpers for tests that compose configs or run tiny trainings."""
+import csv
+
 from src.config import CONF_DIR as CONF
 from src.config import compose_config as compose_cfg  # noqa: F401
 from src.config import register_resolvers
@@ -12,3 +14,9 @@ TINY = ["experiment=smoke", "logger=none", "progress_bar=false", "train.num_warm
 
 def options(group):
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def read_csv(path):
+    """A run's progress.csv (or any CSV) as a list of row dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

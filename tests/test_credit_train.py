@@ -1,13 +1,12 @@
 """Credit-assignment training end to end (task=credit, SAC-Discrete): tiny runs for every credit env
 with GRU and SHM, the replay's uint8 pixels and one-hot actions, exact resume, config defaults."""
-import csv
 import math
 
 import numpy as np
 import pytest
 
 from src.loop import Trainer
-from tests.helpers import compose_cfg
+from tests.helpers import compose_cfg, read_csv
 from tests.test_train import run_until_signal
 
 TINY_CREDIT = ["experiment=smoke", "task=credit", "logger=none", "progress_bar=false",
@@ -21,10 +20,6 @@ SHORT = {  # shorter episodes keep the runs fast; the dynamics are the same
     "tmaze_active": ["env.kwargs.corridor_length=8"],
 }
 
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def tiny(env, *extra):

@@ -1,6 +1,5 @@
 """POMDP control and MuJoCo meta-RL end to end: tiny Trainer runs that write progress.csv, and the
 config defaults (pomdp-baselines' schedules, new-tasks.md §2-3)."""
-import csv
 import math
 
 import numpy as np
@@ -9,17 +8,13 @@ from omegaconf import OmegaConf
 
 from src.config import validate
 from src.loop import Trainer
-from tests.helpers import TINY, compose_cfg
+from tests.helpers import TINY, compose_cfg, read_csv
 
 TINY_POMDP = ["experiment=smoke", "task=pomdp", "logger=none", "progress_bar=false",
               "train.num_warmup_rollouts=2", "train.rollouts_per_iter=2", "train.updates_per_iter=2",
               "train.batch_size=2", "train.num_iters=2", "eval.interval=2", "eval.num_episodes=2",
               "model.width=8"]
 
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("env,algo", [("pendulum_v", "SAC"), ("cartpole_v", "SACDiscrete")])

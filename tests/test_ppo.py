@@ -1,7 +1,6 @@
 """Recurrent PPO: GAE and the losses on hand-checkable numbers, the KL rule, the memory reset at
 episode starts inside a chunk, rollouts whose sequence forward reproduces the acting steps, tiny
 end-to-end runs and an exact resume."""
-import csv
 import math
 
 import numpy as np
@@ -13,7 +12,7 @@ pytest.importorskip("popgym")
 from src.algos.ppo import adapt_kl_coef, gae, ppo_loss  # noqa: E402
 from src.ppo_agent import PPOAgent  # noqa: E402
 from src.ppo_loop import PPOTrainer  # noqa: E402
-from tests.helpers import compose_cfg  # noqa: E402
+from tests.helpers import compose_cfg, read_csv  # noqa: E402
 from torchkit.memory.rnn import GRU  # noqa: E402
 from torchkit.memory.shm import SHM  # noqa: E402
 
@@ -130,16 +129,12 @@ def test_rollout_masks_and_carried_state_reproduce_the_acting_steps():
         assert torch.allclose(b["returns"][ends], ret.T[ends])  # no bootstrap at an episode's end
 
 
-def read_rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
 
 @pytest.mark.parametrize("model", ["gru", "shm"])
 def test_tiny_run_writes_progress_csv(tmp_path, model):
     cfg = compose_cfg(TINY + [f"model={model}"])
     metrics = PPOTrainer(cfg, tmp_path).run(cfg.logger)
-    rows = read_rows(tmp_path / "progress.csv")
+    rows = read_csv(tmp_path / "progress.csv")
     assert [int(r["env_steps"]) for r in rows] == [256, 512]
     assert [int(r["updates"]) for r in rows] == [4, 8]
     for r in rows:
@@ -161,7 +156,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     first.run(cfg.logger)
     second = PPOTrainer(cfg, tmp_path / "split")
     second.run(cfg.logger, resume=True)
-    a, b = read_rows(tmp_path / "full" / "progress.csv"), read_rows(tmp_path / "split" / "progress.csv")
+    a, b = read_csv(tmp_path / "full" / "progress.csv"), read_csv(tmp_path / "split" / "progress.csv")
     assert len(a) == len(b) == 4
     for ra, rb in zip(a, b):
         assert {k: v for k, v in ra.items() if k not in VOLATILE} == {k: v for k, v in rb.items() if k not in VOLATILE}
@@ -181,7 +176,7 @@ def test_every_model_trains_one_ppo_iteration(tmp_path, model):
     trainer = PPOTrainer(cfg, tmp_path)
     before = [p.detach().clone() for p in trainer.agent.memory.parameters()]
     trainer.run(cfg.logger)
-    rows = read_rows(tmp_path / "progress.csv")
+    rows = read_csv(tmp_path / "progress.csv")
     assert len(rows) == 1 and math.isfinite(float(rows[0]["train/value_loss"]))
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.agent.memory.parameters()))
 
@@ -248,6 +243,6 @@ def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
         signal.signal(signal.SIGUSR2, previous)
     resumed = PPOTrainer(cfg, tmp_path / "stopped")
     resumed.run(cfg.logger, resume=True)
-    assert [int(r["iteration"]) for r in read_rows(tmp_path / "stopped" / "progress.csv")] == [1, 2, 4]
+    assert [int(r["iteration"]) for r in read_csv(tmp_path / "stopped" / "progress.csv")] == [1, 2, 4]
     for (name, p), q in zip(full.agent.state_dict().items(), resumed.agent.state_dict().values()):
         assert torch.equal(p, q), name

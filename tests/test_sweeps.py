@@ -1,6 +1,5 @@
 """Sweeps: local and SLURM launcher configs, frozen code snapshots, per-job dirs, W&B run ids,
 the paper launcher, and a signalled job that is requeued and resumes in its own dir."""
-import csv
 import importlib.util
 import os
 import shutil
@@ -19,7 +18,7 @@ from launchers import paper, sweep
 from launchers.snapshot import snapshot
 from src.config import dir_tag
 from src.logger import RunLogger, wandb_run_id
-from tests.helpers import CONF, TINY, compose_cfg
+from tests.helpers import CONF, TINY, compose_cfg, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GIT = shutil.which("git") is not None
@@ -35,10 +34,6 @@ def _has(module):
 needs_submitit = pytest.mark.skipif(not _has("hydra_plugins.hydra_submitit_launcher"),
                                     reason='needs hydra-submitit-launcher: pip install -e ".[slurm]"')
 
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def compose_with_hydra(overrides, conf=CONF):

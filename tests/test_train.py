@@ -1,5 +1,4 @@
 """End-to-end: tiny training runs, progress.csv, checkpoints, exact resume, CLI errors."""
-import csv
 import math
 import signal
 import subprocess
@@ -10,14 +9,10 @@ import numpy as np
 import pytest
 
 from src.loop import Trainer
-from tests.helpers import TINY, compose_cfg
+from tests.helpers import TINY, compose_cfg, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.mark.parametrize("env", ["wind", "point_robot"])
