@@ -7,6 +7,7 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
+from envs.batch import LoopBatch, batch_stepper
 from src.acting import acting_policy
 from src.agent import RecurrentActorCritic
 
@@ -22,8 +23,10 @@ def run_rollouts(agent: RecurrentActorCritic, env_list: Sequence, tasks, mode: s
     mode: "random" (uniform actions on [-warmup_action_range, warmup_action_range]^A, or uniform
     over the discrete actions; drawn from ``rng``), "stochastic" or "deterministic" (the actor:
     ``src.acting.ActingPolicy``, or with ``fast=False`` the reference ``agent.act``; the same
-    function). Returns per-env episodes {obs, act, rew, term}, successes [n], returns per inner
-    episode [n, k]. Discrete actions are one-hot vectors [A] in the episodes (and for the agent);
+    function). The envs step in lockstep through ``envs.batch.batch_stepper`` (Wind/PointRobot: all
+    at once in numpy; ``fast=False``: each env's own step; the same transitions).
+    Returns per-env episodes {obs, act, rew, term}, successes [n], returns per inner episode [n, k].
+    Discrete actions are one-hot vectors [A] in the episodes (and for the agent);
     ``term`` is also 1 on goal steps when ``goal_is_terminal`` (no TD bootstrap there, as the reference)."""
     if mode not in MODES:
         raise ValueError(f"rollout mode {mode!r}: valid: {', '.join(MODES)}")
@@ -40,33 +43,35 @@ def run_rollouts(agent: RecurrentActorCritic, env_list: Sequence, tasks, mode: s
     steps: Dict[str, list] = {"obs": [cur.copy()], "act": [], "rew": [], "term": []}
     policy = acting_policy(agent, fast) if mode != "random" else None
     state = policy.initial_state(n, device) if policy is not None else None
-    while alive.any():
-        if mode == "random" and discrete:
-            actions = np.eye(A, dtype=np.float32)[rng.integers(A, size=n)]
-        elif mode == "random":
-            r = float(warmup_action_range)
-            actions = rng.uniform(-r, r, size=(n, A)).astype(np.float32)
-        else:
-            a, state = policy.act(torch.as_tensor(prev_a, device=device), torch.as_tensor(prev_r, device=device),
-                                  torch.as_tensor(cur).to(device).float(), state,
-                                  deterministic=(mode == "deterministic"))
-            actions = a.cpu().numpy()
-        env_actions = actions.argmax(-1) if discrete else actions
-        rew = np.zeros(n, dtype=np.float32)
-        term = np.zeros(n, dtype=np.float32)
-        for i in np.flatnonzero(alive):
-            o, r, terminated, truncated, info = env_list[i].step(env_actions[i])
-            rew[i] = r
-            term[i] = float(terminated or (goal_is_terminal and info.get("is_goal", False)))
-            returns[i, info.get("episode_index", 0)] += r
-            cur[i], prev_r[i, 0] = o, r
-            lengths[i] += 1
-            if terminated or truncated:
-                alive[i] = False
-                success[i] = bool(info.get("success", False))
-        for key, value in (("obs", cur.copy()), ("act", actions), ("rew", rew), ("term", term)):
-            steps[key].append(value)
-        prev_a = actions
+    stepper = batch_stepper(env_list) if fast else LoopBatch(env_list)
+    try:
+        while alive.any():
+            if mode == "random" and discrete:
+                actions = np.eye(A, dtype=np.float32)[rng.integers(A, size=n)]
+            elif mode == "random":
+                r = float(warmup_action_range)
+                actions = rng.uniform(-r, r, size=(n, A)).astype(np.float32)
+            else:
+                a, state = policy.act(torch.as_tensor(prev_a, device=device), torch.as_tensor(prev_r, device=device),
+                                      torch.as_tensor(cur).to(device).float(), state,
+                                      deterministic=(mode == "deterministic"))
+                actions = a.cpu().numpy()
+            rows = np.flatnonzero(alive)
+            out = stepper.step(actions.argmax(-1) if discrete else actions, rows)
+            rew, term = np.zeros(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+            rew[rows] = out.reward
+            term[rows] = out.terminated | (bool(goal_is_terminal) & out.is_goal)
+            returns[rows, out.episode_index] += out.reward
+            cur[rows], prev_r[rows, 0] = out.obs, out.reward
+            lengths[rows] += 1
+            done = out.terminated | out.truncated
+            alive[rows[done]] = False
+            success[rows[done]] = out.success[done]
+            for key, value in (("obs", cur.copy()), ("act", actions), ("rew", rew), ("term", term)):
+                steps[key].append(value)
+            prev_a = actions
+    finally:
+        stepper.close()  # the env objects get their state back (a batch stepper keeps it in arrays)
     stacked = {key: np.stack(v, 1) for key, v in steps.items()}  # [n, T(+1), ...]
     episodes = [{key: np.ascontiguousarray(v[i, :lengths[i] + (key == "obs")]) for key, v in stacked.items()}
                 for i in range(n)]
