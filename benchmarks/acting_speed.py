@@ -120,7 +120,7 @@ def main():
     args = ap.parse_args()
     print(f"torch {torch.__version__}, device {'cuda' if torch.cuda.is_available() else 'cpu'}, "
           f"{args.threads} thread(s), overrides: {' '.join(args.extra) or '-'}\n")
-    print("| env | arrangement | model | actor memory | rollouts x steps | before env steps/s | "
+    print("| env | arrangement | model | actor memory | rollouts | before env steps/s | "
           "reference env steps/s | fast env steps/s | fast / before |")
     print("|---|---|---|---|---|---|---|---|---|")
     rows = [("paper", model, ["experiment=paper"]) for model in args.models]

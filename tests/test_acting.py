@@ -25,6 +25,7 @@ ARRANGEMENTS = {  # the actors that acting speed is measured for, and the fallba
     "wind-shm": ["env=wind", "model=shm"],  # SHM actor (θ row 0)
     "wind-shm-random-theta": ["env=wind", "model=shm", "model.width=32",  # the actor draws θ rows when acting
                               "model.actor_overrides.theta_sampling=random"],
+    "wind-shm-eager": ["env=wind", "model=shm", "model.width=32", "model.memory.backend=eager"],  # not C++
     "wind-lstm": ["env=wind", "model=lstm", "model.width=32"],  # memory without an acting_step of its own
     "point_robot-fwp": ["env=point_robot", "model=fwp", "model.width=32"],  # readout folded, generic step
 }
@@ -81,13 +82,14 @@ def test_rollouts_equal_the_previous_loop(tmp_path, name):
 def sequence_params(agent: RecurrentActorCritic, episodes, reset_at=None):
     """The actor's sequence forward (the training path) over whole episodes of equal length:
     mean, std [n, T, A]; ``reset_at``: restart the memory at that step (a deliberately wrong state)."""
-    obs = torch.as_tensor(np.stack([ep["obs"][:-1] for ep in episodes])).float()
-    act = torch.as_tensor(np.stack([ep["act"] for ep in episodes]))
-    rew = torch.as_tensor(np.stack([ep["rew"] for ep in episodes]))
+    dev = next(agent.parameters()).device
+    obs = torch.as_tensor(np.stack([ep["obs"][:-1] for ep in episodes]), device=dev).float()
+    act = torch.as_tensor(np.stack([ep["act"] for ep in episodes]), device=dev)
+    rew = torch.as_tensor(np.stack([ep["rew"] for ep in episodes]), device=dev)
     prev_a, prev_r = shift_inputs(act, rew)
     reset = None
     if reset_at is not None:
-        reset = torch.zeros(obs.shape[:2], dtype=torch.bool)
+        reset = torch.zeros(obs.shape[:2], dtype=torch.bool, device=dev)
         reset[:, reset_at] = True
     with torch.no_grad():
         (mean, log_std), _ = agent.actor(prev_a[:, :-1], prev_r[:, :-1], obs, reset=reset)
@@ -107,7 +109,7 @@ def test_rollout_actions_are_the_actors_sequence_forward(tmp_path, name):
         mean, std, act = sequence_params(trainer.agent, episodes)
         n, T, A = act.shape
         torch.manual_seed(seed)
-        noise = torch.stack([torch.randn(n, A) for _ in range(T)], 1)  # one [n, A] draw per step, as acting
+        noise = torch.stack([torch.randn(n, A, device=act.device) for _ in range(T)], 1)  # one draw per step
         torch.testing.assert_close(act, torch.tanh(mean + std * noise), **TOL)
         wrong_mean, _, _ = sequence_params(trainer.agent, episodes, reset_at=T // 2)
         assert (wrong_mean - mean)[:, T // 2:].abs().max() > 1e-3
@@ -116,13 +118,10 @@ def test_rollout_actions_are_the_actors_sequence_forward(tmp_path, name):
         torch.testing.assert_close(act, torch.tanh(mean), **TOL)
 
 
-@pytest.mark.parametrize("obs_shape", [(3,), (5, 5, 3)])
-@pytest.mark.parametrize("discrete", [False, True])
+@pytest.mark.parametrize("obs_shape,discrete", [((3,), False), ((3,), True), ((5, 5, 3), True)])
 def test_fast_step_equals_the_reference_step(obs_shape, discrete):
     """ActingPolicy.act == agent.act step after step (state carried), for flat and image observations
     and both action kinds (images: the CNN modules; discrete: the same categorical draw)."""
-    if len(obs_shape) == 3 and not discrete:
-        pytest.skip("image observations come with discrete actions only")
     torch.manual_seed(0)
     embed = {"action": 4, "reward": 0, "obs": 6, "current_obs": 6 if discrete else 5}
     agent = RecurrentActorCritic(obs_shape, 3, embed, lambda d: GRU(d, 8), policy_layers=[16, 16],
