@@ -71,7 +71,7 @@ class Memory(nn.Module):
     def acting_step(self, unread: bool = False) -> StepFn:
         """A step function (x [B,D], state) -> (y [B,O], state) for acting while the parameters stay
         fixed (one rollout): the function of ``step`` (``unread``: of ``step_unread``), with whatever
-        the layer can prepare once (concatenated weights, a fixed θ row) prepared here. Call it again
+        the layer can prepare once (e.g. concatenated weights) prepared here. Call it again
         after the parameters change. Default: ``step`` / ``step_unread`` themselves."""
         step = self.step_unread if unread else self.step
         return lambda x, state: step(x, state)
