@@ -3,26 +3,50 @@ own step gives (LoopBatch), rows stepped in any subset, and hands the envs back 
 import numpy as np
 import pytest
 
+import gymnasium as gym
+
 import envs
+import envs.meta
 from envs.batch import LoopBatch, batch_stepper
 from envs.meta.batch import NavigationBatch
 
-CASES = {  # (env id, episodes per task, kwargs); gym.make's max_episode_steps adds a TimeLimit wrapper
-    "wind": ("memrl/Wind-v0", 1, {}),
-    "wind-limit100": ("memrl/Wind-v0", 1, {"max_episode_steps": 100}),  # as conf/env/wind.yaml
-    "wind-k3-limit20": ("memrl/Wind-v0", 3, {"max_episode_steps": 20}),  # the TimeLimit ends episodes first
-    "point_robot-k2": ("memrl/PointRobot-v0", 2, {"max_episode_steps": 100}),  # as conf/env/point_robot.yaml
-    "point_robot-k2-limit150": ("memrl/PointRobot-v0", 2, {"max_episode_steps": 150}),  # the env ends them first
-    "point_robot": ("memrl/PointRobot-v0", 1, {}),
+CASES = {  # (env id, episodes per task, env kwargs, TimeLimit wrapper's limit or None)
+    "wind": ("memrl/Wind-v0", 1, {}, None),
+    "wind-100": ("memrl/Wind-v0", 1, {"max_episode_steps": 100}, None),  # as conf/env/wind.yaml
+    "wind-limit100": ("memrl/Wind-v0", 1, {}, 100),
+    "wind-k3-limit20": ("memrl/Wind-v0", 3, {}, 20),  # the TimeLimit ends episodes first
+    "wind-k3-horizon20": ("memrl/Wind-v0", 3, {"max_episode_steps": 20}, None),
+    "point_robot-k2": ("memrl/PointRobot-v0", 2, {"max_episode_steps": 100}, None),  # as conf/env/point_robot.yaml
+    "point_robot-k2-limit150": ("memrl/PointRobot-v0", 2, {}, 150),  # the env ends them first
+    "point_robot": ("memrl/PointRobot-v0", 1, {}, None),
 }
 
 
+def make_env(env_id, k, kwargs, time_limit):
+    if time_limit is None:
+        return envs.make(env_id, k, **kwargs)
+    env = gym.make(env_id, max_episode_steps=time_limit, **kwargs)  # gym's own TimeLimit wrapper
+    return envs.meta.MultiEpisode(env, k) if k > 1 else env
+
+
 def make_envs(case, n=5):
-    env_id, k, kwargs = CASES[case]
-    env_list = [envs.make(env_id, k, **kwargs) for _ in range(n)]
+    env_list = [make_env(*CASES[case]) for _ in range(n)]
     for i, env in enumerate(env_list):
         env.reset(seed=100 + i, options={"task": 3 * i + 1})
     return env_list
+
+
+def test_max_episode_steps_reaches_the_env():
+    """env.kwargs.max_episode_steps sets the navigation env's own horizon (where it truncates and reports
+    success), not a gym TimeLimit in front of an env that still thinks episodes last 100 steps."""
+    from src.build import episode_horizon
+    env = envs.make("memrl/Wind-v0", 1, max_episode_steps=50)
+    assert env.unwrapped.max_episode_steps == 50 and episode_horizon(env) == 50
+    env.reset(seed=0, options={"task": 0})
+    for t in range(50):
+        _, _, terminated, truncated, info = env.step(np.zeros(2, dtype=np.float32))
+        assert not terminated and truncated == (t == 49)
+    assert "success" in info
 
 
 def env_state(env):
