@@ -226,10 +226,12 @@ def naive_ffm(layer: FFM, x, s, reset):
     return torch.stack(outs, 1), torch.view_as_real(S)
 
 
-@pytest.mark.parametrize("chunk", [256, 4])
-def test_ffm_closed_form_matches_recurrence(chunk):
+@pytest.mark.parametrize("chunk,backend", [(256, "torch"), (4, "torch"),
+                                           pytest.param(256, "native", marks=needs_native)])
+def test_ffm_closed_form_matches_recurrence(chunk, backend):
+    """The closed form (torch) and the C++ recurrence (native) against the complex step loop."""
     torch.manual_seed(0)
-    layer = FFM(5, output_size=6, trace_size=3, context_size=2, chunk_size=chunk).double()
+    layer = FFM(5, output_size=6, trace_size=3, context_size=2, chunk_size=chunk, backend=backend).double()
     with torch.no_grad():  # faster decays than the init so that old inputs matter less/more
         layer.a.mul_(3.0)
     B, T = 3, 11
@@ -245,6 +247,41 @@ def test_ffm_closed_form_matches_recurrence(chunk):
         for a, b in zip(_grads(y.square().sum() + s.sum(), params),
                         _grads(y2.square().sum() + s2.sum(), params)):
             _close(a, b, tol=1e-8)
+
+
+@needs_native
+def test_ffm_native_float32_matches_float64_recurrence():
+    """float32 C++ recurrence (the training path) within float32 error of the float64 loop."""
+    torch.manual_seed(1)
+    layer = FFM(5, output_size=8, trace_size=16, context_size=4).double()
+    B, T = 3, 40
+    x, s0 = torch.randn(B, T, 5, dtype=DT), torch.randn(B, 16, 4, 2, dtype=DT)
+    reset = _resets(B, T, [(0, 0), (1, 17), (2, 30), (2, 31)])
+    params = list(layer.parameters())
+    y2, s2 = naive_ffm(layer, x, s0, reset)
+    ref = (y2, s2, *_grads(y2.square().sum() + s2.sum(), params))
+    layer.float()
+    y, (s,) = layer(x.float(), (s0.float(),), reset)
+    assert layer._native(x.float())
+    out = (y, s, *_grads(y.square().sum() + s.sum(), params))
+    for a, b in zip(out, ref):
+        assert (a.double() - b).abs().max() <= 1e-5 * b.abs().max(), (a.double() - b).abs().max()
+
+
+def test_ffm_falls_back_without_the_cpp_kernels(no_native_kernels):
+    torch.manual_seed(0)
+    layer = FFM(5, output_size=6, trace_size=3, context_size=2).double()
+    x = torch.randn(2, 9, 5, dtype=DT)
+    reset = _resets(2, 9, [(1, 4)])
+    assert not layer._native(x)
+    y, (s,) = layer(x, None, reset)
+    y2, s2 = naive_ffm(layer, x, torch.zeros(2, 3, 2, 2, dtype=DT), reset)
+    _close(y, y2)
+    _close(s, s2)
+    with pytest.raises(RuntimeError, match="did not build"):
+        FFM(5, output_size=6, trace_size=3, context_size=2, backend="native")(x.float())
+    with pytest.raises(ValueError, match="backend"):
+        FFM(5, output_size=6, backend="fast")
 
 
 def test_ffm_long_sequence_is_finite():
