@@ -370,6 +370,59 @@ def test_gpt2_dropout_only_in_train_and_validation():
         GPT2(5, output_size=10, n_head=4)
 
 
+@needs_native
+def test_gpt2_training_attention_equals_sdpa(monkeypatch):
+    """Training on CPU writes attention out (softmax, C++ dropout mask); with masks of ones it must
+    equal the eval path (scaled_dot_product_attention): causal, and with a cache, resets and a window."""
+    import torchkit.memory.gpt2 as gpt2_mod
+    import torchkit.memory.kernels.dropout as drop_mod
+    ones = lambda x, p: torch.ones_like(x)  # noqa: E731
+    monkeypatch.setattr(gpt2_mod, "dropout_mask", ones)
+    monkeypatch.setattr(drop_mod, "dropout_mask", ones)
+    layer = _gpt(window=6)
+    B, T = 3, 10
+    x = torch.randn(B, T, 5, dtype=DT)
+    reset = _resets(B, T, [(0, 0), (1, 4), (2, 2), (2, 3)])
+    state = tuple(s.detach().clone() for s in layer(torch.randn(B, 4, 5, dtype=DT))[1])
+    params = list(layer.parameters())
+    for args in ((x,), (x, None, reset), (x, state, reset)):
+        out = {}
+        for train in (True, False):
+            layer.train(train)
+            y, s = layer(*args)
+            out[train] = (y, *s[:2], *_grads(y.square().sum(), params))
+        for a, b in zip(out[True], out[False]):
+            _close(a, b)
+
+
+def test_dropout_masks():
+    from torchkit.memory.kernels.dropout import dropout
+    x = torch.ones(200, 1000)
+    torch.manual_seed(0)
+    a = dropout(x, 0.1, True)
+    torch.manual_seed(0)
+    assert torch.equal(a, dropout(x, 0.1, True))              # torch.manual_seed fixes the mask
+    assert not torch.equal(a, dropout(x, 0.1, True))          # a new mask on every call
+    zero = (a == 0).double().mean().item()
+    assert abs(zero - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5
+    assert torch.allclose(a[a != 0], torch.tensor(1 / 0.9))
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+
+
+def test_dropout_falls_back_without_the_cpp_kernels(no_native_kernels):
+    from torchkit.memory.kernels.dropout import dropout
+    a = dropout(torch.ones(100, 1000), 0.25, True)
+    assert abs((a == 0).double().mean().item() - 0.25) < 0.01
+
+
+def test_gpt2_positional_table_equals_sinusoidal():
+    from torchkit.memory.gpt2 import sinusoidal
+    layer = _gpt(window=8)
+    for top in (5, 300):                                        # the table grows past 128 rows
+        pos = torch.randint(0, top, (4, 7))
+        assert torch.equal(layer._pe(pos, DT), sinusoidal(pos, layer.output_size))
+
+
 def test_gpt2_step_writes_the_cache_in_place():
     """Acting is O(window) per row: step consumes the state and returns the same cache tensors."""
     layer = _gpt(window=8)

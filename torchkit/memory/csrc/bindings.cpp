@@ -21,6 +21,7 @@ std::vector<at::Tensor> s6_backward(at::Tensor u, at::Tensor dt, at::Tensor A, a
 at::Tensor ffm_forward(at::Tensor x, at::Tensor gre, at::Tensor gim, at::Tensor s0, at::Tensor keep);
 std::vector<at::Tensor> ffm_backward(at::Tensor gS, at::Tensor S, at::Tensor gre, at::Tensor gim, at::Tensor s0,
                                      at::Tensor keep);
+at::Tensor dropout_mask(at::Tensor like, double p, int64_t seed);
 at::Tensor shm_inputs_backward(at::Tensor Z, at::Tensor dvc, at::Tensor dev, at::Tensor dk, at::Tensor dq,
                                at::Tensor ds, double eps);
 }  // namespace memrl
@@ -34,6 +35,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("s6_backward", &memrl::s6_backward, "S6 selective scan backward (CPU)");
   m.def("ffm_forward", &memrl::ffm_forward, "FFM trace recurrence forward (CPU)");
   m.def("ffm_backward", &memrl::ffm_backward, "FFM trace recurrence backward (CPU)");
+  m.def("dropout_mask", &memrl::dropout_mask, "dropout mask from a counter hash (CPU)");
   m.def("shm_inputs_forward", &memrl::shm_inputs_forward, "SHM's per-step inputs from its projection (CPU)");
   m.def("shm_inputs_backward", &memrl::shm_inputs_backward, "backward of shm_inputs_forward (CPU)");
 }
