@@ -1,4 +1,5 @@
-"""memrl's C++ CPU kernels (``csrc/``: the GRU, SHM and S6 recurrences, SHM's inputs): built once, cached.
+"""memrl's C++ CPU kernels (``csrc/``: the GRU, SHM, S6 and FFM recurrences, SHM's inputs, dropout
+masks): built once, cached.
 
 The extension is compiled with torch.utils.cpp_extension (a C++ compiler and ``ninja``, a package
 dependency; ~1-2 min) on first use, or ahead of time with ``python -m torchkit.memory.native

@@ -5,8 +5,8 @@
 // with h_t, A_e, B_t, C_t of length N (d_state) and Δ_t, u_t, keep_t scalars. Each (b, e) pair is
 // one independent recurrence whose N-long state stays in L1 while the loop runs over time; the
 // rows b are spread over ATen's threads. Nothing is saved for backward but the inputs: the backward
-// recomputes one (b, e) trajectory h_0..h_T at a time into a [T+1, N] scratch (L2-sized at the
-// episode lengths here) and runs the adjoint backwards, with G = dL/dh_t (total):
+// recomputes one (b, e) trajectory h_0..h_T and its decays a_t at a time into scratch (L2-sized at
+// the episode lengths here) and runs the adjoint backwards, with G = dL/dh_t (total):
 //
 //   G = gh + gy_t C_t,   gC_t += gy_t h_t,   gB_t += Δ_t u_t G,   g(Δu)_t = G · B_t,
 //   gX = G ⊙ h_{t-1} ⊙ a_t  (X = Δ_t A_e),   gA_e += Δ_t gX,   gΔ_t = g(Δu)_t u_t + gX · A_e,
@@ -14,7 +14,8 @@
 //
 // gB_t and gC_t sum over the channels e of a row, which one thread runs in a fixed order, and gA
 // is returned per row ([B,E,N], summed over b by the caller): results do not depend on the number
-// of threads. float32 takes exp from vec.h's polynomial (vectorised); float64 the library's.
+// of threads. The decay is computed as 2^(Δ · A log2 e) (decay2): one multiply per element, then a
+// polynomial vectorised in float32; float64 takes the library's exp2.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -32,20 +33,64 @@ namespace {
 
 using namespace vec;
 
-template <typename V> inline V decay(V x) {  // exp(x), x = Δ A (<= 0 for Δ > 0, A < 0)
-  if constexpr (std::is_same_v<V, double>) return std::exp(x);
-  else return exp_clamped(x);
+// exp(Δ A) from y = Δ · A log2(e) (the row A2 = A log2 e, precomputed): 2^y = 2^n · 2^r with
+// n = round(y), |r| <= 1/2, 2^r by a degree-6 polynomial (relative error ~2e-7). y is clamped to
+// [-126, 126] (Δ > 0 and A < 0 keep it <= 0; the bottom gives ~1e-38 instead of a denormal).
+template <typename V> inline V decay2(V y) {
+  if constexpr (std::is_same_v<V, double>) {
+    return std::exp2(y);
+  } else {
+    using I = typename Lanes<V>::I;
+    constexpr float magic = 12582912.0f;  // 1.5·2^23
+    y = y < -126.0f ? V{} - 126.0f : y;
+    y = y > 126.0f ? V{} + 126.0f : y;
+    const V s = y + magic;
+    const V n = s - magic;
+    const V r = y - n;
+    const V r2 = r * r;
+    // 2^r = Σ (r ln2)^k / k!, k <= 6 (Taylor; |r| <= 1/2: error < 3e-7 relative)
+    const V p = (1.0f + 0.693147181f * r) + r2 * (0.240226507f + 0.0555041087f * r) +
+                (r2 * r2) * (0.00961812911f + 0.00133335581f * r + 0.000154035304f * r2);
+    I bits;
+    if constexpr (std::is_same_v<V, float>) {
+      float m = magic;
+      int32_t sb, mb;
+      std::memcpy(&sb, &s, 4);
+      std::memcpy(&mb, &m, 4);
+      bits = (sb - mb + 127) << 23;
+    } else {
+      bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + magic) + 127) << 23;
+    }
+    V scale;
+    std::memcpy(&scale, &bits, sizeof(V));
+    return p * scale;
+  }
 }
 
 // One (b, e) recurrence's inputs: u, Δ strided by E over time; B, C [T,N]; keep [T] or nullptr.
 template <typename S>
 struct Chan {
-  const S *u, *dt, *A, *Bm, *Cm, *keep;
+  const S *u, *dt, *A, *A2, *Bm, *Cm, *keep;  // A2 = A log2(e)
   int64_t T, E, N;
 };
 
 // Runs the recurrence of one channel from h_in, writing h_t to out(t) (t = 1..T; out(0) = h_in is
 // the caller's) and, if y is given, y_t to y[t·E].
+// The backward's recomputation: h_1..h_T into H + t·N (H holds h_0) and a_1..a_T into As + (t-1)·N.
+template <typename S>
+inline void recompute_chan(const Chan<S>& c, S* H, S* As) {
+  for (int64_t t = 0; t < c.T; ++t) {
+    const S d = c.dt[t * c.E], x = d * c.u[t * c.E], kp = c.keep ? c.keep[t] : S(1);
+    const S *Bt = c.Bm + t * c.N, *hp = H + t * c.N;
+    S *hn = H + (t + 1) * c.N, *at = As + t * c.N;
+    for_row<S>(c.N, [&]<typename V>(int64_t n) {
+      const V a = kp * decay2(d * load<V>(c.A2 + n));
+      store<V>(at + n, a);
+      store<V>(hn + n, a * load<V>(hp + n) + x * load<V>(Bt + n));
+    });
+  }
+}
+
 template <typename S, typename Out>
 inline void forward_chan(const Chan<S>& c, const S* h_in, Out out, S* y) {
   const S* hp = h_in;
@@ -55,13 +100,20 @@ inline void forward_chan(const Chan<S>& c, const S* h_in, Out out, S* y) {
     S* hn = out(t + 1);
     Sum<S> acc;
     for_row<S>(c.N, [&]<typename V>(int64_t n) {
-      const V h = kp * decay(d * load<V>(c.A + n)) * load<V>(hp + n) + x * load<V>(Bt + n);
+      const V h = kp * decay2(d * load<V>(c.A2 + n)) * load<V>(hp + n) + x * load<V>(Bt + n);
       store<V>(hn + n, h);
       acc.add(h * load<V>(Ct + n));
     });
     if (y) y[t * c.E] = acc.value();
     hp = hn;
   }
+}
+
+template <typename S> std::vector<S> log2e_rows(const at::Tensor& A) {  // A log2(e), flat
+  const S* a = A.data_ptr<S>();
+  std::vector<S> out(A.numel());
+  for (int64_t i = 0; i < A.numel(); ++i) out[i] = a[i] * static_cast<S>(1.4426950408889634);
+  return out;
 }
 
 }  // namespace
@@ -92,11 +144,12 @@ std::vector<at::Tensor> s6_forward(at::Tensor u, at::Tensor dt, at::Tensor A, at
   auto hT = at::empty({Bn, E, N}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "s6_forward", [&] {
     using S = scalar_t;
+    const std::vector<S> A2 = log2e_rows<S>(A);
     at::parallel_for(0, Bn, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t e = 0; e < E; ++e) {
           const int64_t o = b * T * E + e;
-          Chan<S> c{u.data_ptr<S>() + o, dt.data_ptr<S>() + o, A.data_ptr<S>() + e * N,
+          Chan<S> c{u.data_ptr<S>() + o, dt.data_ptr<S>() + o, A.data_ptr<S>() + e * N, A2.data() + e * N,
                     Bm.data_ptr<S>() + b * T * N, Cm.data_ptr<S>() + b * T * N,
                     has_keep ? keep.data_ptr<S>() + b * T : nullptr, T, E, N};
           S* h = hT.data_ptr<S>() + (b * E + e) * N;
@@ -121,17 +174,18 @@ std::vector<at::Tensor> s6_backward(at::Tensor u, at::Tensor dt, at::Tensor A, a
   auto gB = at::zeros_like(Bm), gC = at::zeros_like(Cm), gh0 = at::empty_like(h0);
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "s6_backward", [&] {
     using S = scalar_t;
+    const std::vector<S> A2 = log2e_rows<S>(A);
     at::parallel_for(0, Bn, 1, [&](int64_t b0, int64_t b1) {
-      std::vector<S> Hs((T + 1) * N);  // h_0..h_T of one channel
+      std::vector<S> Hs((T + 1) * N), As(T * N);  // h_0..h_T and a_1..a_T of one channel
       for (int64_t b = b0; b < b1; ++b)
         for (int64_t e = 0; e < E; ++e) {
           const int64_t o = b * T * E + e, row = (b * E + e) * N;
-          Chan<S> c{u.data_ptr<S>() + o, dt.data_ptr<S>() + o, A.data_ptr<S>() + e * N,
+          Chan<S> c{u.data_ptr<S>() + o, dt.data_ptr<S>() + o, A.data_ptr<S>() + e * N, A2.data() + e * N,
                     Bm.data_ptr<S>() + b * T * N, Cm.data_ptr<S>() + b * T * N,
                     has_keep ? keep.data_ptr<S>() + b * T : nullptr, T, E, N};
           S* H = Hs.data();
           std::memcpy(H, h0.data_ptr<S>() + row, N * sizeof(S));
-          forward_chan(c, H, [H, N](int64_t t) { return H + t * N; }, static_cast<S*>(nullptr));
+          recompute_chan(c, H, As.data());
           S* gh = gh0.data_ptr<S>() + row;  // dL/dh_t, running; dL/dh_0 at the end
           S* gAe = gA.data_ptr<S>() + row;
           std::memcpy(gh, ghT.data_ptr<S>() + row, N * sizeof(S));
@@ -139,13 +193,13 @@ std::vector<at::Tensor> s6_backward(at::Tensor u, at::Tensor dt, at::Tensor A, a
           const S* gyb = gy.data_ptr<S>() + o;
           S *gub = gu.data_ptr<S>() + o, *gdtb = gdt.data_ptr<S>() + o;
           for (int64_t t = T - 1; t >= 0; --t) {
-            const S d = c.dt[t * E], ut = c.u[t * E], x = d * ut, g = gyb[t * E], kp = c.keep ? c.keep[t] : S(1);
+            const S d = c.dt[t * E], ut = c.u[t * E], x = d * ut, g = gyb[t * E];
             const S *Bt = c.Bm + t * N, *Ct = c.Cm + t * N, *hp = H + t * N, *ht = H + (t + 1) * N;
             S *gBt = gB.data_ptr<S>() + (b * T + t) * N, *gCt = gC.data_ptr<S>() + (b * T + t) * N;
             Sum<S> sdtu, sx;
             for_row<S>(N, [&]<typename V>(int64_t n) {
               const V An = load<V>(c.A + n);
-              const V a = kp * decay(d * An);
+              const V a = load<V>(As.data() + t * N + n);
               const V G = load<V>(gh + n) + g * load<V>(Ct + n);          // dL/dh_t
               store<V>(gCt + n, load<V>(gCt + n) + g * load<V>(ht + n));
               store<V>(gBt + n, load<V>(gBt + n) + x * G);
