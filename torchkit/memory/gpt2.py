@@ -47,13 +47,16 @@ def _attention(q: Tensor, keys: Tensor, vals: Tensor, mask: Optional[Tensor], p:
     and handle the mask in extra passes. Otherwise ``scaled_dot_product_attention``."""
     if p == 0.0 or not native.applies(q) or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, dropout_p=p, is_causal=mask is None)
-    scores = torch.matmul(q * q.shape[-1] ** -0.5, keys.transpose(-1, -2))            # [B,H,T,S]
-    if mask is None:  # causal: key j > query i is hidden
-        T, S = scores.shape[-2:]
-        hidden = torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1)
+    B, H, T, dh = q.shape
+    S = keys.shape[-2]
+    if mask is None:  # causal: key j > query i is hidden; the -inf bias enters the product (baddbmm)
+        bias = q.new_zeros(T, S).masked_fill_(torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1),
+                                              float("-inf"))
+        scores = torch.baddbmm(bias, q.reshape(B * H, T, dh), keys.reshape(B * H, S, dh).transpose(1, 2),
+                               alpha=dh ** -0.5).view(B, H, T, S)
     else:
-        hidden = ~mask
-    probs = torch.softmax(scores.masked_fill(hidden, float("-inf")), -1)
+        scores = torch.matmul(q * dh ** -0.5, keys.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, -1)                                                   # [B,H,T,S]
     return torch.matmul(probs * dropout_mask(probs, p), vals)
 
 
