@@ -3,6 +3,7 @@
     python benchmarks/memory_speed.py                      # B=64, T ∈ {100, 500, 1000}, H=24
     python benchmarks/memory_speed.py --T 512 --B 64 --H 24
     python benchmarks/memory_speed.py --quick              # T=100 only, 2 timed calls (about 1 min)
+    python benchmarks/memory_speed.py --no-shm --no-layers --s6-floor   # S6's floor on Wind (part 3)
 
 Part 1 times the SHM recurrence alone, from its factors θ, vc, ev, k, q [B,T,H] and M0 [B,H,H] to
 h [B,T,H] and M_T, by seven methods, and checks each against the package's reference
@@ -17,6 +18,10 @@ h [B,T,H] and M_T, by seven methods, and checks each against the package's refer
   native      shm_scan(backend="native"): the C++ CPU kernel (CPU only; what SHM runs on CPU)
 Part 2 builds every layer of conf/model/*.yaml (the paper's sizes, or --width) and times
 forward+backward; GRU also with backend=torch (nn.GRU) beside its fused CPU kernel.
+
+Part 3 (--s6-floor) is S6's elementwise floor on Wind: what one update's S6 scans would cost at the
+per-element speed of SHM's fused C++ kernel (see ``s6_floor``), beside the S6 scans as they run and a
+whole S6 Wind update (the Trainer's, as benchmarks.train_speed times it), all in one process.
 
 Time = median of the timed calls after the first call (which is reported apart: it includes any
 compile); "saved" = bytes of the distinct storages that autograd keeps for backward
@@ -218,6 +223,108 @@ def layers_table(args, device):
     print()
 
 
+# ------------------------------------------------------------------------------ S6's floor
+# One SAC update of the default agent on Wind (S6 in actor and critic; batch B=64 episodes of 100
+# steps, so the memory sees T+1 = 101 inputs in the actor and target critic and T = 100 in the
+# critic; src/algos/sac.py) runs S6's scan four times over [B, T, E, N] states (E = 2·40 = 80
+# channels of the 40-wide memory input, N = d_state = 512):
+S6_WIND_SCANS = (("actor, with backward", 101, True), ("target critic, no grad", 101, False),
+                 ("critic, with backward", 100, True), ("critic again, no grad", 100, False))
+
+
+def _wind_update_seconds(model: str, updates: int, clock=time.perf_counter) -> float:
+    """Median seconds of one SAC update on Wind at the released widths (as benchmarks.train_speed)."""
+    import tempfile
+
+    from src.config import compose_config
+    from src.loop import Trainer
+    torch.manual_seed(0)
+    cfg = compose_config(["env=wind", f"model={model}", "logger=none", "progress_bar=false",
+                          f"num_threads={torch.get_num_threads()}", "experiment=reference_sizes"])
+    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="memrl_bench_"))
+    trainer.collect(int(cfg.train.batch_size), "random")
+    batch = lambda: trainer._to_tensors(trainer.buffer.sample(int(cfg.train.batch_size)))  # noqa: E731
+    for _ in range(2):
+        trainer.algo.update(batch())
+    times = []
+    for _ in range(updates):
+        t0 = clock()
+        trainer.algo.update(batch())
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
+def s6_floor(args, device):
+    """floor = Σ over an update's scans of B·T·E·N elements × SHM's per-element time.
+
+    SHM's fused kernel does the same kind of elementwise work per state element (a gate through
+    exp, a multiply-add into the state, a read-out product; its backward recomputes the states and
+    runs the adjoint), so its time per element, forward alone and forward+backward, measured here at
+    SHM's Wind sizes (B=64, T=101, H=24), prices S6's [B,T,80,512] states; the S6 scans and a whole
+    S6 update are timed beside it."""
+    from torchkit.memory.s6 import selective_scan
+    B, E, N, H, T_shm = 64, 80, 512, 24, 101
+    clock = CLOCKS[args.clock]
+    print(f"## S6's elementwise floor on Wind (B={B}, E={E}, N={N}; {torch.get_num_threads()} thread(s), "
+          f"{args.clock} time)\n")
+    shm = shm_inputs(B, T_shm, H, device)
+
+    def shm_fwd():
+        with torch.no_grad():
+            shm_scan(*shm, clamp=100.0)
+
+    def shm_fb():
+        h, M = shm_scan(*shm, clamp=100.0)
+        torch.autograd.grad((h.sum() + M.sum()) * 1e-3, shm)
+
+    def s6_inputs(T):
+        g = torch.Generator().manual_seed(0)
+        u, Bm, Cm = (torch.randn(B, T, k, generator=g) for k in (E, N, N))
+        dt = torch.rand(B, T, E, generator=g) * 0.1
+        A = -torch.arange(1, N + 1.0).repeat(E, 1)
+        return [z.to(device).requires_grad_() for z in (u, dt, A, Bm, Cm, torch.zeros(B, E, N))]
+
+    def s6_call(ins, grad):
+        if not grad:
+            with torch.no_grad():
+                selective_scan(*ins)
+            return
+        y, h = selective_scan(*ins)
+        torch.autograd.grad((y.sum() + h.sum()) * 1e-3, ins)
+
+    def timed(fn, reps):
+        fn()
+        out = []
+        for _ in range(reps):
+            t0 = clock()
+            fn()
+            out.append(clock() - t0)
+        return statistics.median(out)
+
+    per_el = {False: timed(shm_fwd, args.reps) / (B * T_shm * H * H),
+              True: timed(shm_fb, args.reps) / (B * T_shm * H * H)}
+    print(f"SHM fused kernel: {per_el[False] * 1e9:.3f} ns per state element forward, "
+          f"{per_el[True] * 1e9:.3f} ns forward+backward\n")
+    print("| S6 scan in one update | elements B·T·E·N | floor (elements × SHM ns) | S6 scan | vs floor |")
+    print("|---|---|---|---|---|")
+    floor_total = scan_total = 0.0
+    for name, T, grad in S6_WIND_SCANS:
+        n = B * T * E * N
+        floor = n * per_el[grad]
+        ins = s6_inputs(T)
+        scan = timed(lambda: s6_call(ins, grad), args.reps)
+        floor_total, scan_total = floor_total + floor, scan_total + scan
+        print(f"| {name} | {n / 1e6:.1f}M | {fmt_t(floor)} | {fmt_t(scan)} | {scan / floor:.2f}× |")
+    print(f"| all four | | {fmt_t(floor_total)} | {fmt_t(scan_total)} | {scan_total / floor_total:.2f}× |")
+    sys.stdout.flush()
+    if args.s6_updates:
+        upd = _wind_update_seconds("s6", args.s6_updates, clock)
+        gru = _wind_update_seconds("gru", args.s6_updates, clock)
+        print(f"\nWhole Wind update (median of {args.s6_updates}): S6 {fmt_t(upd)} = {upd / floor_total:.2f}× the "
+              f"floor ({fmt_t(upd - scan_total)} outside the scans); GRU {fmt_t(gru)}, S6 / GRU {upd / gru:.1f}×")
+    print()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--B", type=int, default=64)
@@ -234,6 +341,9 @@ def main(argv=None):
                    "(default: each config's, the paper's sizes; 64 = the released code's Wind width)")
     p.add_argument("--no-shm", action="store_true", help="skip part 1")
     p.add_argument("--no-layers", action="store_true", help="skip part 2")
+    p.add_argument("--s6-floor", action="store_true", help="part 3: S6's elementwise floor on Wind")
+    p.add_argument("--s6-updates", type=int, default=5,
+                   help="part 3: also time this many whole S6 and GRU Wind updates (0: skip)")
     p.add_argument("--clock", choices=list(CLOCKS), default="wall",
                    help="cpu = this process's CPU time (steadier on a shared machine; 1 thread)")
     p.add_argument("--threads", type=int, default=1)
@@ -249,6 +359,8 @@ def main(argv=None):
         shm_table(args, device)
     if not args.no_layers:
         layers_table(args, device)
+    if args.s6_floor:
+        s6_floor(args, device)
 
 
 if __name__ == "__main__":

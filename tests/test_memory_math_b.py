@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from torchkit.memory import native
 from torchkit.memory.base import forward_by_steps
 from torchkit.memory.ffm import FFM
 from torchkit.memory.gpt2 import GPT2
@@ -12,6 +13,7 @@ from torchkit.memory.s6 import S6, selective_scan
 from torchkit.memory.kernels.backend import compile_works
 
 DT = torch.float64
+needs_native = pytest.mark.skipif(not native.available(), reason="memrl's C++ kernels did not build")
 
 
 def _close(a, b, tol=1e-9):
@@ -53,11 +55,15 @@ def naive_s6(layer: S6, x, h, window, reset):
     return torch.stack(ys, 1), (h, window)
 
 
-@pytest.mark.parametrize("method", ["loop", "chunked"])
-def test_selective_scan_matches_loop_values_and_grads(method):
-    """T = 13: the chunked scan pads to 16 (two chunks of 8); resets inside both chunks."""
+@pytest.mark.parametrize("method,backend,N", [("loop", "eager", 4), ("chunked", "eager", 4),
+                                              pytest.param("loop", "native", 4, marks=needs_native),
+                                              pytest.param("loop", "native", 37, marks=needs_native)])
+def test_selective_scan_matches_loop_values_and_grads(method, backend, N):
+    """T = 13: the chunked scan pads to 16 (two chunks of 8); resets inside both chunks, at t = 0
+    and at consecutive steps; the C++ kernel (native) also with N = 37 (16- and 8-wide packs and a
+    scalar tail in float32 builds; float64 here)."""
     g = torch.Generator().manual_seed(0)
-    B, T, E, N = 3, 13, 5, 4
+    B, T, E = 3, 13, 5
     u, Bm, Cm = (torch.randn(B, T, k, generator=g, dtype=DT) for k in (E, N, N))
     dt = torch.rand(B, T, E, generator=g, dtype=DT) * 0.5
     A = -torch.rand(E, N, generator=g, dtype=DT) * 2
@@ -66,7 +72,7 @@ def test_selective_scan_matches_loop_values_and_grads(method):
     ins = [z.requires_grad_() for z in (u, dt, A, Bm, Cm, h0)]
     wy, wh = torch.randn(B, T, E, generator=g, dtype=DT), torch.randn(B, E, N, generator=g, dtype=DT)
 
-    y, h = selective_scan(*ins, keep, method=method, backend="eager")
+    y, h = selective_scan(*ins, keep, method=method, backend=backend)
     fast = (y, h, _grads((y * wy).sum() + (h * wh).sum(), ins))
 
     hh, ys = h0, []
@@ -95,10 +101,11 @@ def test_selective_scan_gradcheck(method, T):
                              [z.requires_grad_() for z in args])
 
 
-@pytest.mark.parametrize("scan", ["loop", "chunked"])
-def test_s6_layer_matches_naive_with_state_and_resets(scan):
+@pytest.mark.parametrize("scan,backend", [("loop", "eager"), ("chunked", "eager"),
+                                          pytest.param("loop", "native", marks=needs_native)])
+def test_s6_layer_matches_naive_with_state_and_resets(scan, backend):
     torch.manual_seed(0)
-    layer = S6(6, output_size=7, d_state=4, expand=2, d_conv=4, scan=scan, backend="eager").double()
+    layer = S6(6, output_size=7, d_state=4, expand=2, d_conv=4, scan=scan, backend=backend).double()
     B, T = 3, 11
     x = torch.randn(B, T, 6, dtype=DT)
     h0, w0 = (torch.randn_like(s) for s in layer.initial_state(B))
@@ -130,6 +137,61 @@ def test_selective_scan_compiled_equals_float64_loop():
         out[method] = (y, h, *_grads((y * wy.to(dtype)).sum() + h.sum(), ins))
     for a, b in zip(out["chunked"], out["loop"]):
         assert (a.double() - b).abs().max() <= 1e-5 * b.abs().max(), (a.double() - b).abs().max()
+
+
+def _scan_inputs(B, T, E, N, dtype, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    u, Bm, Cm = (torch.randn(B, T, k, generator=g, dtype=DT) for k in (E, N, N))
+    dt = torch.rand(B, T, E, generator=g, dtype=DT) * 0.2          # Δ, A at Mamba's init scales
+    A = -torch.arange(1, N + 1, dtype=DT).repeat(E, 1) * (1 + 0.1 * torch.rand(E, N, generator=g, dtype=DT))
+    h0 = torch.randn(B, E, N, generator=g, dtype=DT)
+    return [z.to(dtype).requires_grad_() for z in (u, dt, A, Bm, Cm, h0)]
+
+
+@needs_native
+def test_native_selective_scan_float32_at_training_width():
+    """float32 C++ kernel (vectorised exp) against the float64 loop, d_state 64, with resets."""
+    B, T, E, N = 3, 20, 6, 64
+    keep = (~_resets(B, T, [(0, 0), (1, 9), (2, 18), (2, 19)])).to(DT)
+    out = {}
+    for backend, dtype in (("eager", DT), ("native", torch.float32)):
+        ins = _scan_inputs(B, T, E, N, dtype)
+        y, h = selective_scan(*ins, keep.to(dtype), backend=backend)
+        g = torch.Generator().manual_seed(4)
+        wy, wh = torch.randn(B, T, E, generator=g, dtype=DT), torch.randn(B, E, N, generator=g, dtype=DT)
+        out[backend] = (y, h, *_grads((y * wy.to(dtype)).sum() + (h * wh.to(dtype)).sum(), ins))
+    for a, b in zip(out["native"], out["eager"]):
+        assert (a.double() - b).abs().max() <= 2e-5 * b.abs().max(), (a.double() - b).abs().max()
+
+
+@needs_native
+def test_native_selective_scan_is_auto_on_cpu_and_saves_only_inputs():
+    ins = _scan_inputs(2, 9, 3, 16, torch.float32)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        y, h = selective_scan(*ins)                                   # backend auto
+    assert type(y.grad_fn).__name__ == "_NativeSelectiveScanBackward"
+    assert sum(saved) <= sum(z.numel() for z in ins)                  # no states: recomputed in backward
+    u, dt, A, Bm, Cm, h0 = (z.detach() for z in ins)
+    with pytest.raises(RuntimeError, match="dtype"):
+        native.extension().s6_forward(u, dt.double(), A, Bm, Cm, h0, u.new_empty(0))
+    with pytest.raises(RuntimeError, match=r"h0 must be \[B,E,N\]"):
+        native.extension().s6_forward(u, dt, A, Bm, Cm, h0[:, :2].contiguous(), u.new_empty(0))
+
+
+def test_s6_falls_back_without_the_cpp_kernels(no_native_kernels):
+    """No compiler: backend auto runs the PyTorch scan (same values); native is a clear error."""
+    torch.manual_seed(0)
+    layer = S6(6, output_size=7, d_state=5, backend="auto").double()
+    x = torch.randn(2, 7, 6, dtype=DT)
+    reset = _resets(2, 7, [(1, 3)])
+    y, (h, w) = layer(x, None, reset)
+    assert type(h.grad_fn).__name__ != "_NativeSelectiveScanBackward"
+    y2, (h2, _) = naive_s6(layer, x, *(torch.zeros_like(s) for s in layer.initial_state(2)), reset)
+    _close(y, y2)
+    _close(h, h2)
+    with pytest.raises(RuntimeError, match="did not build"):
+        S6(6, output_size=7, d_state=5, backend="native").double()(x)
 
 
 def test_s6_defaults_and_validation():
@@ -164,10 +226,12 @@ def naive_ffm(layer: FFM, x, s, reset):
     return torch.stack(outs, 1), torch.view_as_real(S)
 
 
-@pytest.mark.parametrize("chunk", [256, 4])
-def test_ffm_closed_form_matches_recurrence(chunk):
+@pytest.mark.parametrize("chunk,backend", [(256, "torch"), (4, "torch"),
+                                           pytest.param(256, "native", marks=needs_native)])
+def test_ffm_closed_form_matches_recurrence(chunk, backend):
+    """The closed form (torch) and the C++ recurrence (native) against the complex step loop."""
     torch.manual_seed(0)
-    layer = FFM(5, output_size=6, trace_size=3, context_size=2, chunk_size=chunk).double()
+    layer = FFM(5, output_size=6, trace_size=3, context_size=2, chunk_size=chunk, backend=backend).double()
     with torch.no_grad():  # faster decays than the init so that old inputs matter less/more
         layer.a.mul_(3.0)
     B, T = 3, 11
@@ -183,6 +247,41 @@ def test_ffm_closed_form_matches_recurrence(chunk):
         for a, b in zip(_grads(y.square().sum() + s.sum(), params),
                         _grads(y2.square().sum() + s2.sum(), params)):
             _close(a, b, tol=1e-8)
+
+
+@needs_native
+def test_ffm_native_float32_matches_float64_recurrence():
+    """float32 C++ recurrence (the training path) within float32 error of the float64 loop."""
+    torch.manual_seed(1)
+    layer = FFM(5, output_size=8, trace_size=16, context_size=4).double()
+    B, T = 3, 40
+    x, s0 = torch.randn(B, T, 5, dtype=DT), torch.randn(B, 16, 4, 2, dtype=DT)
+    reset = _resets(B, T, [(0, 0), (1, 17), (2, 30), (2, 31)])
+    params = list(layer.parameters())
+    y2, s2 = naive_ffm(layer, x, s0, reset)
+    ref = (y2, s2, *_grads(y2.square().sum() + s2.sum(), params))
+    layer.float()
+    y, (s,) = layer(x.float(), (s0.float(),), reset)
+    assert layer._native(x.float())
+    out = (y, s, *_grads(y.square().sum() + s.sum(), params))
+    for a, b in zip(out, ref):
+        assert (a.double() - b).abs().max() <= 1e-5 * b.abs().max(), (a.double() - b).abs().max()
+
+
+def test_ffm_falls_back_without_the_cpp_kernels(no_native_kernels):
+    torch.manual_seed(0)
+    layer = FFM(5, output_size=6, trace_size=3, context_size=2).double()
+    x = torch.randn(2, 9, 5, dtype=DT)
+    reset = _resets(2, 9, [(1, 4)])
+    assert not layer._native(x)
+    y, (s,) = layer(x, None, reset)
+    y2, s2 = naive_ffm(layer, x, torch.zeros(2, 3, 2, 2, dtype=DT), reset)
+    _close(y, y2)
+    _close(s, s2)
+    with pytest.raises(RuntimeError, match="did not build"):
+        FFM(5, output_size=6, trace_size=3, context_size=2, backend="native")(x.float())
+    with pytest.raises(ValueError, match="backend"):
+        FFM(5, output_size=6, backend="fast")
 
 
 def test_ffm_long_sequence_is_finite():
@@ -269,6 +368,59 @@ def test_gpt2_dropout_only_in_train_and_validation():
     _close(layer(x)[0], layer(x)[0])
     with pytest.raises(ValueError, match="n_head"):
         GPT2(5, output_size=10, n_head=4)
+
+
+@needs_native
+def test_gpt2_training_attention_equals_sdpa(monkeypatch):
+    """Training on CPU writes attention out (softmax, C++ dropout mask); with masks of ones it must
+    equal the eval path (scaled_dot_product_attention): causal, and with a cache, resets and a window."""
+    import torchkit.memory.gpt2 as gpt2_mod
+    import torchkit.memory.kernels.dropout as drop_mod
+    ones = lambda x, p: torch.ones_like(x)  # noqa: E731
+    monkeypatch.setattr(gpt2_mod, "dropout_mask", ones)
+    monkeypatch.setattr(drop_mod, "dropout_mask", ones)
+    layer = _gpt(window=6)
+    B, T = 3, 10
+    x = torch.randn(B, T, 5, dtype=DT)
+    reset = _resets(B, T, [(0, 0), (1, 4), (2, 2), (2, 3)])
+    state = tuple(s.detach().clone() for s in layer(torch.randn(B, 4, 5, dtype=DT))[1])
+    params = list(layer.parameters())
+    for args in ((x,), (x, None, reset), (x, state, reset)):
+        out = {}
+        for train in (True, False):
+            layer.train(train)
+            y, s = layer(*args)
+            out[train] = (y, *s[:2], *_grads(y.square().sum(), params))
+        for a, b in zip(out[True], out[False]):
+            _close(a, b)
+
+
+def test_dropout_masks():
+    from torchkit.memory.kernels.dropout import dropout
+    x = torch.ones(200, 1000)
+    torch.manual_seed(0)
+    a = dropout(x, 0.1, True)
+    torch.manual_seed(0)
+    assert torch.equal(a, dropout(x, 0.1, True))              # torch.manual_seed fixes the mask
+    assert not torch.equal(a, dropout(x, 0.1, True))          # a new mask on every call
+    zero = (a == 0).double().mean().item()
+    assert abs(zero - 0.1) < 4 * (0.1 * 0.9 / x.numel()) ** 0.5
+    assert torch.allclose(a[a != 0], torch.tensor(1 / 0.9))
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+
+
+def test_dropout_falls_back_without_the_cpp_kernels(no_native_kernels):
+    from torchkit.memory.kernels.dropout import dropout
+    a = dropout(torch.ones(100, 1000), 0.25, True)
+    assert abs((a == 0).double().mean().item() - 0.25) < 0.01
+
+
+def test_gpt2_positional_table_equals_sinusoidal():
+    from torchkit.memory.gpt2 import sinusoidal
+    layer = _gpt(window=8)
+    for top in (5, 300):                                        # the table grows past 128 rows
+        pos = torch.randint(0, top, (4, 7))
+        assert torch.equal(layer._pe(pos, DT), sinusoidal(pos, layer.output_size))
 
 
 def test_gpt2_step_writes_the_cache_in_place():

@@ -178,7 +178,7 @@ def test_bad_backend_raises():
     with pytest.raises(ValueError, match="backend"):
         scan_backend("fast", torch.zeros(1))
     with pytest.raises(ValueError, match="backend"):
-        scan_backend("native", torch.zeros(1))  # S6's scan has no C++ kernel
+        scan_backend("native", torch.zeros(1))  # native=False: a scan without a C++ kernel
     assert scan_backend("auto", torch.zeros(1, dtype=f64)) == "eager"
     with pytest.raises(ValueError, match="float32/float64 CPU kernel"):
         scan_backend("native", torch.zeros(1, dtype=torch.bfloat16), native=True)

@@ -6,7 +6,10 @@
     z_t = mix([Re S_t, Im S_t])            2mc -> O (real/imag interleaved per element)
     out_t = LN(z_t) ⊙ g_out,t + thru_t ⊙ (1 - g_out,t)       (LayerNorm without affine)
 
-The recurrence is evaluated in closed form per chunk, in complex128:
+On CPU (float32/float64, where memrl's C++ kernels build; ``backend``) the recurrence runs step by
+step in real arithmetic on (re, im) pairs, in the input's dtype (csrc/ffm_cpu.cpp; |γ| < 1 keeps it
+stable), writing every state straight into the [B,T,m,c,2] layout that ``mix`` reads. Elsewhere it
+is evaluated in closed form per chunk, in complex128:
     S_t = γ^t (Q_t - Q_{r-1}) + [no reset in 0..t] γ^{t+1} S_in,   Q_t = Σ_{j<=t} γ^{-j} x_j,
 where r is the last reset at or before t (Q_{-1} = 0). |γ^{-j}| <= e^{0.683 j}, so chunks of a few
 hundred steps stay far from float64 overflow. The state is stored as a real view [B,m,c,2].
@@ -19,7 +22,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
+from . import native
 from .base import Memory, State
 
 # The reference's bound on -a: ln(DBL_MAX)/max_len - 0.01 with max_len = 1024 (≈ 0.6832).
@@ -59,6 +64,30 @@ def ffa_closed_form(x: Tensor, s0: Optional[Tensor], log_gamma: Tensor,
     return s + carry
 
 
+class _NativeTrace(torch.autograd.Function):
+    """All states S [B,T,m,c,2] of S_t = keep_t γ ⊙ S_{t-1} + x_t from x [B,T,m], γ as (re, im)
+    [m,c] each, s0 [B,m,c,2] and keep [B,T] or empty, by the C++ kernel (csrc/ffm_cpu.cpp). Saves its
+    output (which ``mix`` keeps anyway) for the backward's S_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, x, g_re, g_im, s0, keep):
+        args = [z.contiguous() for z in (x, g_re, g_im, s0)]
+        S = native.extension().ffm_forward(*args, keep)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(S, *args[1:], keep)
+        return S
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gS):
+        S, g_re, g_im, s0, keep = ctx.saved_tensors
+        gx, gg_re, gg_im, gs0 = native.extension().ffm_backward(gS, S, g_re, g_im, s0, keep)
+        return gx, gg_re.sum(0), gg_im.sum(0), gs0, None
+
+
+FFM_BACKENDS = ("auto", "native", "torch")
+
+
 class FFM(Memory):
     """Fast and Forgetful Memory; state = (S as a real view [B,m,c,2],).
 
@@ -67,8 +96,11 @@ class FFM(Memory):
 
     def __init__(self, input_size: int, output_size: int = 512, trace_size: int = 128,
                  context_size: int = 4, min_period: float = 1.0, max_period: float = 1024.0,
-                 chunk_size: int = 256):
+                 chunk_size: int = 256, backend: str = "auto"):
         super().__init__()
+        if backend not in FFM_BACKENDS:
+            raise ValueError(f"FFM: backend must be one of {FFM_BACKENDS}, got {backend!r}")
+        self.backend = backend
         _check_sizes("FFM", input_size=input_size, output_size=output_size, trace_size=trace_size,
                      context_size=context_size, chunk_size=chunk_size)
         if not 0 < min_period <= max_period:
@@ -102,12 +134,29 @@ class FFM(Memory):
         b = self.b.double()
         return torch.complex(a[:, None].expand(-1, b.shape[0]), b[None, :].expand(a.shape[0], -1))
 
+    def _native(self, x: Tensor) -> bool:
+        """Whether the C++ recurrence runs for inputs like x (backend auto: where it applies)."""
+        if self.backend == "native":
+            native.require(x, "FFM backend 'native'", "backend=auto or torch")
+            return True
+        return self.backend == "auto" and native.applies(x) and not torch.compiler.is_compiling()
+
     def forward(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         m, O = self.trace_size, self.output_size
         B, T, _ = x.shape
         y, thru, gate = self.pre(x).split([m, O, m + O], dim=-1)
         in_gate, out_gate = torch.sigmoid(gate).split([m, O], dim=-1)
+        if self._native(x):
+            a = self.a.clamp(-A_LIMIT, -1e-8).to(x.dtype)[:, None]
+            b = self.b.to(x.dtype)[None, :]
+            mag = torch.exp(a)                                                # γ = e^a (cos b + i sin b)
+            s0 = (torch.zeros(B, m, self.context_size, 2, dtype=x.dtype, device=x.device) if state is None
+                  else state[0].to(x.dtype))
+            keep = x.new_empty(0) if reset is None else (~reset).to(x.dtype).contiguous()
+            S = _NativeTrace.apply(y * in_gate, mag * torch.cos(b), mag * torch.sin(b), s0, keep)
+            out = F.layer_norm(self.mix(S.view(B, T, -1)), (O,)) * out_gate + thru * (1 - out_gate)
+            return out, (S[:, -1],)
         xin = (y * in_gate).to(torch.complex128)[..., None]                  # [B,T,m,1]
         lg = self.log_gamma()
         s = None if state is None else torch.view_as_complex(state[0].to(torch.float64).contiguous())

@@ -20,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import native
 from .base import Memory, State
+from .kernels.dropout import dropout, dropout_mask
 
 
 def _check_sizes(owner: str, **sizes) -> None:
@@ -36,6 +38,26 @@ def sinusoidal(pos: Tensor, dim: int) -> Tensor:
                      * (-math.log(10000.0) / dim))                            # [ceil(dim/2)]
     ang = pos.double()[..., None] * freq
     return torch.stack([ang.sin(), ang.cos()], -1).flatten(-2)[..., :dim]
+
+
+def _attention(q: Tensor, keys: Tensor, vals: Tensor, mask: Optional[Tensor], p: float) -> Tensor:
+    """softmax(q kᵀ/√d_head, masked) v with dropout p on the probabilities; mask: bool [B,1,T,S],
+    True = may attend, or None = causal. Training on CPU (p > 0, float): written out, with the C++
+    dropout mask (``kernels.dropout``); SDPA's CPU path with dropout would draw it with bernoulli_
+    and handle the mask in extra passes. Otherwise ``scaled_dot_product_attention``."""
+    if p == 0.0 or not native.applies(q) or torch.compiler.is_compiling():
+        return F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, dropout_p=p, is_causal=mask is None)
+    B, H, T, dh = q.shape
+    S = keys.shape[-2]
+    if mask is None:  # causal: key j > query i is hidden; the -inf bias enters the product (baddbmm)
+        bias = q.new_zeros(T, S).masked_fill_(torch.ones(T, S, dtype=torch.bool, device=q.device).triu(S - T + 1),
+                                              float("-inf"))
+        scores = torch.baddbmm(bias, q.reshape(B * H, T, dh), keys.reshape(B * H, S, dh).transpose(1, 2),
+                               alpha=dh ** -0.5).view(B, H, T, S)
+    else:
+        scores = torch.matmul(q * dh ** -0.5, keys.transpose(-1, -2)).masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, -1)                                                   # [B,H,T,S]
+    return torch.matmul(probs * dropout_mask(probs, p), vals)
 
 
 def _stack_layers(zs) -> Tensor:
@@ -67,10 +89,9 @@ class _Block(nn.Module):
         """Attention of q over keys/vals (mask None: causal), then both residual branches."""
         B, T, n = h.shape
         p = self.dropout if self.training else 0.0
-        a = F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, dropout_p=p,
-                                           is_causal=mask is None)           # [B,H,T,dh]
-        h = h + self.drop(self.c_proj(a.transpose(1, 2).reshape(B, T, n)))
-        return h + self.drop(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(h)), approximate="tanh")))
+        a = _attention(q, keys, vals, mask, p)                               # [B,H,T,dh]
+        h = h + dropout(self.c_proj(a.transpose(1, 2).reshape(B, T, n)), p, self.training)
+        return h + dropout(self.mlp_proj(F.gelu(self.c_fc(self.ln_2(h)), approximate="tanh")), p, self.training)
 
     def forward(self, h: Tensor, cache: Optional[Tuple[Tensor, Tensor]],
                 mask: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
@@ -108,6 +129,7 @@ class GPT2(Memory):
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(_Block(output_size, n_head, dropout) for _ in range(n_layer))
         self.ln_f = nn.LayerNorm(output_size)
+        self._pe_tables = {}  # (device, dtype) -> positional-encoding rows; a cache, not state
         self._init_own()
 
     def _init_own(self) -> None:
@@ -118,6 +140,18 @@ class GPT2(Memory):
             elif p.dim() == 2:
                 std = 0.02 / math.sqrt(2 * self.n_layer) if "proj" in name else 0.02
                 nn.init.normal_(p, 0.0, std)
+
+    def _pe(self, pos: Tensor, dtype) -> Tensor:
+        """sinusoidal(pos, n_embd) in ``dtype``, read from a table of rows 0..P-1 (P a power of two
+        >= max(pos)+1) that is kept per device and dtype and grows when a larger position comes."""
+        need = int(pos.max()) + 1 if pos.numel() else 1
+        key = (pos.device, dtype)
+        table = self._pe_tables.get(key)
+        if table is None or table.shape[0] < need:
+            rows = 1 << max(need - 1, 127).bit_length()
+            table = sinusoidal(torch.arange(rows, device=pos.device), self.output_size).to(dtype)
+            self._pe_tables[key] = table
+        return F.embedding(pos, table)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         kv = torch.zeros(batch_size, self.n_layer, self.n_head, self.window, self.d_head,
@@ -160,7 +194,7 @@ class GPT2(Memory):
                 mask = torch.cat([old, mask], -1)
             mask = mask[:, None]
 
-        h = self.drop(self.map(x) + sinusoidal(pos, self.output_size).to(x.dtype))
+        h = dropout(self.map(x) + self._pe(pos, x.dtype), self.drop.p, self.training)
         ks, vs = [], []
         for i, blk in enumerate(self.blocks):
             h, k, v = blk(h, None if state is None else (k0[:, i], v0[:, i]), mask)
@@ -208,7 +242,7 @@ class GPT2(Memory):
         n = min(int(pos.max()) + 1, W)                                          # slots in use
         back = torch.remainder(pos[:, None] - torch.arange(n, device=dev), W)  # steps back from this token
         mask = (pos[:, None] - back >= 0)[:, None, None, :]                     # valid slots [B,1,1,n]
-        h = self.drop(self.map(x) + sinusoidal(pos, self.output_size).to(x.dtype))[:, None]  # [B,1,n_embd]
+        h = dropout(self.map(x) + self._pe(pos, x.dtype), self.drop.p, self.training)[:, None]  # [B,1,n_embd]
         for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv(h)                                               # [B,H,1,dh]
             k_c[rows, i, :, slot] = k[:, :, 0]

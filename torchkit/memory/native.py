@@ -1,4 +1,5 @@
-"""memrl's C++ CPU kernels (``csrc/``: the GRU and SHM recurrences, SHM's inputs): built once, cached.
+"""memrl's C++ CPU kernels (``csrc/``: the GRU, SHM, S6 and FFM recurrences, SHM's inputs, dropout
+masks): built once, cached.
 
 The extension is compiled with torch.utils.cpp_extension (a C++ compiler and ``ninja``, a package
 dependency; ~1-2 min) on first use, or ahead of time with ``python -m torchkit.memory.native
@@ -207,7 +208,7 @@ def available() -> bool:
         extension()
         return True
     except Exception as e:  # no compiler / ninja / headers
-        log.warning("memrl's CPU kernels are unavailable (%s: %s); GRU and SHM use their PyTorch paths",
+        log.warning("memrl's CPU kernels are unavailable (%s: %s); the memory layers use their PyTorch paths",
                     type(e).__name__, str(e).splitlines()[0] if str(e) else "")
         return False
 

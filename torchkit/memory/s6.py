@@ -8,9 +8,11 @@
     out = Linear(out_proj(y ⊙ SiLU(res)))                  d_model = input_size -> output_size
 
 State = (h [B,E,N], the last d_conv-1 conv inputs [B,E,d_conv-1]). A reset zeroes both the SSM state
-and the conv taps that lie before it. The scan is a sequential loop inside a custom autograd function
-that keeps only every L-th state (L ≈ √T) and recomputes the others in backward, so a [B,T,E,N] tensor
-is never materialised (it would be ~1 GB at N=512, E=80, B=64, T=101).
+and the conv taps that lie before it. No path materialises a [B,T,E,N] tensor (it would be ~1 GB at
+N=512, E=80, B=64, T=101): on CPU (float32/float64) the scan is a C++ kernel (csrc/s6_cpu.cpp) that
+runs each (row, channel) recurrence with its state in cache and recomputes it in backward, saving
+only the inputs; elsewhere, or without a C++ compiler, a sequential loop inside a custom autograd
+function that keeps every L-th state (L ≈ √T), or chunk kernels through torch.compile.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from . import native as _native
 from .base import ReadoutMemory, State
-from .kernels.backend import BACKENDS, scan_backend
+from .kernels.backend import S6_BACKENDS, scan_backend
 
 
 def _check_sizes(owner: str, **sizes) -> None:
@@ -201,15 +204,39 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         return gdtu * dt, gdtu * u + gdt, gA, bt(gB), bt(gC), gh, None, None
 
 
+class _NativeSelectiveScan(torch.autograd.Function):
+    """The scan through the C++ kernel (csrc/s6_cpu.cpp): saves only the inputs; the backward
+    recomputes each (row, channel) trajectory and runs the adjoint recurrence over it."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, Bm, Cm, h0, keep):
+        xs = [z.contiguous() for z in (u, dt, A, Bm, Cm, h0)]
+        keep = u.new_empty(0) if keep is None else keep.contiguous()       # [B,T] or empty
+        y, h = _native.extension().s6_forward(*xs, keep)
+        if any(ctx.needs_input_grad):
+            ctx.save_for_backward(*xs, keep)
+        return y, h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy, gh_last):
+        *xs, keep = ctx.saved_tensors
+        gy = torch.zeros_like(xs[0]) if gy is None else gy
+        gh_last = torch.zeros_like(xs[5]) if gh_last is None else gh_last
+        gu, gdt, gA_rows, gB, gC, gh0 = _native.extension().s6_backward(*xs, keep, gy, gh_last)
+        return gu, gdt, gA_rows.sum(0), gB, gC, gh0, None
+
+
 def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0: Tensor,
                    keep: Optional[Tensor] = None, method: str = "loop",
                    backend: str = "auto") -> Tuple[Tensor, Tensor]:
     """Returns (y [B,T,E] with y_t = h_t C_t, h_T [B,E,N]); see the module docstring.
 
-    method: loop (in-place step loop, √T checkpoints) | chunked (chunk kernels, compiled by
-    ``backend``: auto | compiled | eager, see ``torchkit.memory.kernels.backend.scan_backend``; auto without a
-    working torch.compile runs the loop, which beats the uncompiled kernels, and explicit eager runs
-    the uncompiled kernels, for checks).
+    backend: native (the C++ CPU kernel, float32/float64) | auto (native where it applies, see
+    ``torchkit.memory.kernels.backend.scan_backend``, else as below) | compiled | eager.
+    method, where the C++ kernel does not run: loop (in-place step loop, √T checkpoints) | chunked
+    (chunk kernels, compiled by ``backend``; auto without a working torch.compile runs the loop,
+    which beats the uncompiled kernels, and explicit eager runs the uncompiled kernels, for checks).
     Runs in h0's dtype with autocast off (the in-place buffers need one dtype).
     """
     if method not in ("loop", "chunked"):
@@ -217,6 +244,8 @@ def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, h0:
     args = [z.to(h0.dtype) for z in (u, dt, A, Bm, Cm)]
     keep = None if keep is None else keep.to(h0.dtype)
     with torch.autocast(u.device.type, enabled=False):
+        if scan_backend(backend, h0, native=True) == "native":
+            return _NativeSelectiveScan.apply(*args, h0, keep)
         if method == "chunked" and u.shape[1] >= CHUNK:  # (shorter, e.g. acting steps: the loop)
             compiled = scan_backend(backend, h0) == "compiled"
             if compiled or backend == "eager":  # uncompiled chunk kernels are slower than the loop:
@@ -240,8 +269,8 @@ class S6(ReadoutMemory):
         super().__init__()
         if scan not in ("loop", "chunked"):
             raise ValueError(f"S6: scan must be 'loop' or 'chunked', got {scan!r}")
-        if backend not in BACKENDS:
-            raise ValueError(f"S6: backend must be one of {BACKENDS}, got {backend!r}")
+        if backend not in S6_BACKENDS:
+            raise ValueError(f"S6: backend must be one of {S6_BACKENDS}, got {backend!r}")
         self.scan, self.backend = scan, backend
         if dt_rank is None:
             dt_rank = math.ceil(input_size / 16) if isinstance(input_size, int) else input_size

@@ -22,8 +22,9 @@ def compile_works(device_type: str) -> bool:
         return False
 
 
-BACKENDS = ("eager", "compiled", "auto")       # S6's scan
+BACKENDS = ("eager", "compiled", "auto")       # PyTorch-only scans
 SHM_BACKENDS = ("native", *BACKENDS)             # SHM's: also the C++ CPU kernel (csrc/shm_cpu.cpp)
+S6_BACKENDS = SHM_BACKENDS                       # S6's: also the C++ CPU kernel (csrc/s6_cpu.cpp)
 
 
 def scan_backend(backend: str, x: Tensor, native: bool = False) -> str:
@@ -34,7 +35,7 @@ def scan_backend(backend: str, x: Tensor, native: bool = False) -> str:
     float64 (the dtype of checks, where a compile per test shape costs more than it saves) and
     inside an outer compile. Where the native kernel does not apply, the environment variable
     MEMRL_SCAN_BACKEND=eager|compiled overrides auto (e.g. in tests, to skip the one-time compile
-    of 10–60 s). Used by the SHM and S6 scans."""
+    of 10–60 s). Used by the SHM and S6 scans (both with ``native``)."""
     valid = SHM_BACKENDS if native else BACKENDS
     if backend not in valid:
         raise ValueError(f"scan backend must be one of {valid}, got {backend!r}")
