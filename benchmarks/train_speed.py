@@ -3,6 +3,9 @@ and env, with the projected wall time of the full paper budget.
 
     python -m benchmarks.train_speed [--models gru shm ...] [--envs wind point_robot] [--threads 1 2]
                                      [--updates 10] [--extra experiment=reference_sizes ...]
+    python -m benchmarks.train_speed --envs halfcheetah_v --models gru shm --extra task=pomdp algo=td3
+
+The batch column reads B×S for windows of S steps (train.seq_len, task=pomdp MuJoCo presets).
 
 Each cell builds the real Trainer (same agent, SAC and replay as training), fills the replay with
 random rollouts, times `--updates` updates after 3 warm-up updates (which include any
@@ -45,11 +48,16 @@ def measure(env: str, model: str, updates: int, extra) -> dict:
     t0 = time.perf_counter()
     trainer.evaluate()
     sec_per_eval = time.perf_counter() - t0
-    total_updates = int(tr.num_iters) * int(tr.updates_per_iter)
     total_steps = trainer.total_env_steps()
+    if tr.get("updates_per_step") is None:
+        total_updates = int(tr.num_iters) * int(tr.updates_per_iter)
+    else:  # one update per env step collected (task=pomdp): full-length episodes assumed
+        total_updates = int(float(tr.updates_per_step) * total_steps)
     n_evals = -(-int(tr.num_iters) // int(cfg.eval.interval)) + 1
     hours = (total_updates * sec_per_update + total_steps / collect_rate + n_evals * sec_per_eval) / 3600
-    return {"env": env, "model": model, "width": int(cfg.model.width), "batch": int(tr.batch_size),
+    seq = tr.get("seq_len")  # batch of windows: B×S
+    return {"env": env, "model": model, "width": int(cfg.model.width),
+            "batch": f"{int(tr.batch_size)}" if seq is None else f"{int(tr.batch_size)}×{int(seq)}",
             "sec_per_update": sec_per_update, "collect_steps_per_s": collect_rate, "sec_per_eval": sec_per_eval,
             "total_updates": total_updates, "total_env_steps": total_steps, "hours": hours}
 

@@ -214,6 +214,9 @@ class RecurrentActorCritic(nn.Module):
                              fold_readout)
         self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.requires_grad_(False)
+        # Stochastic acting: None = sample the tanh-Gaussian (SAC); σ = tanh(mean) + N(0, σ²),
+        # clipped to [-1, 1] (TD3 sets it)
+        self.exploration_noise: Optional[float] = None
 
     def initial_actor_state(self, batch_size: int, device=None) -> State:
         return self.actor.encoder.memory.initial_state(batch_size, device)
@@ -230,6 +233,8 @@ class RecurrentActorCritic(nn.Module):
         mean, log_std = params
         if deterministic:
             return torch.tanh(mean), state
+        if self.exploration_noise is not None:
+            return (torch.tanh(mean) + self.exploration_noise * torch.randn_like(mean)).clamp(-1.0, 1.0), state
         a, _ = tanh_gaussian_sample(mean, log_std, reparameterize=False)
         return a, state
 

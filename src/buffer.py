@@ -8,6 +8,14 @@ oldest episodes are dropped to make room.
 ``sample(B)`` returns a batch padded to the longest sampled episode T:
     obs [B, T+1, *obs_shape], act [B, T, A], rew [B, T], term [B, T], mask [B, T]
 with mask = 1 on real steps and 0 on padding.
+
+``seq_len`` = S (pomdp-baselines' ``sampled_seq_len``; None = whole episodes): ``sample`` returns
+windows of S steps instead. As in the reference's buffer (ref-pomdp-baselines.md §4, with
+``sample_weight_baseline`` 0), an episode of L steps has max(1, L − S + 1) valid starts, the steps
+from which a whole window fits (a shorter episode: its first step only, the window padded and
+masked past its end), and a batch draws B valid starts uniformly over the whole replay (so an
+episode is drawn in proportion to its valid starts). The algorithms start every window from the
+initial memory state with zero previous action and reward. T = the longest window in the batch.
 """
 from __future__ import annotations
 
@@ -19,7 +27,11 @@ import numpy as np
 
 class EpisodeReplay:
     def __init__(self, capacity: int, obs_shape, obs_dtype, action_dim: int, max_episode_len: int,
-                 seed: int = 0):
+                 seed: int = 0, seq_len=None):
+        if seq_len is not None and (int(seq_len) != seq_len or seq_len < 1):
+            raise ValueError(f"train.seq_len={seq_len}: must be a positive integer (window length) or null "
+                             f"(whole episodes)")
+        self.seq_len = None if seq_len is None else int(seq_len)
         if capacity <= 0:
             raise ValueError(f"replay capacity must be positive, got {capacity}")
         if capacity < max_episode_len + 1:
@@ -64,9 +76,7 @@ class EpisodeReplay:
     def sample(self, batch_size: int) -> Dict[str, np.ndarray]:
         if not self.episodes:
             raise RuntimeError("cannot sample from an empty replay buffer")
-        table = np.asarray(self.episodes)                                  # [N, 2]
-        pick = table[self.rng.integers(len(table), size=batch_size)]       # [B, 2]
-        starts, lengths = pick[:, 0], pick[:, 1]
+        starts, lengths = self._windows(batch_size)
         T = int(lengths.max())
         t = np.arange(T + 1)
         slots = np.minimum(starts[:, None] + t, self.capacity - 1)          # [B, T+1]
@@ -81,6 +91,17 @@ class EpisodeReplay:
             "term": self.term[tr] * mask,
             "mask": mask,
         }
+
+    def _windows(self, batch_size: int):
+        """First slot [B] and number of real steps [B] of each sampled sequence."""
+        table = np.asarray(self.episodes)                                  # [N, 2]
+        if self.seq_len is None:  # whole episodes, uniformly
+            pick = table[self.rng.integers(len(table), size=batch_size)]   # [B, 2]
+            return pick[:, 0], pick[:, 1]
+        n_valid = np.maximum(1, table[:, 1] - self.seq_len + 1)            # valid starts per episode
+        ep = self.rng.choice(len(table), size=batch_size, p=n_valid / n_valid.sum())
+        offset = self.rng.integers(n_valid[ep])                            # uniform among its valid starts
+        return table[ep, 0] + offset, np.minimum(self.seq_len, table[ep, 1] - offset)
 
     # ---- checkpointing: only the filled part of the arrays is saved
     def state_dict(self) -> dict:

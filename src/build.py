@@ -1,7 +1,7 @@
 """Everything a run is made of, built from its config: device, envs, agent and algorithm.
 
 Each function reads the config keys it names and nothing else; the defaults are in conf/.
-Continuous (Box) action spaces use SAC (``algo=sac``), discrete ones SAC-Discrete (``algo=sacd``);
+Continuous (Box) action spaces use SAC (``algo=sac``) or TD3 (``algo=td3``), discrete ones SAC-Discrete (``algo=sacd``);
 discrete actions are one-hot vectors for the agent and the replay."""
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import envs
 from src.agent import RecurrentActorCritic
 from src.algos.sac import SAC
 from src.algos.sacd import SACDiscrete
+from src.algos.td3 import TD3
 
-ALGOS = ("sac", "sacd")  # sac: Box actions, sacd: Discrete ones
+ALGOS = ("sac", "sacd", "td3")  # sac, td3: Box actions; sacd: Discrete ones
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,8 +47,8 @@ def check_algo_and_action_space(algo: str, env_name: str, act_space) -> bool:
     if not discrete and not isinstance(act_space, spaces.Box):
         raise ValueError(f"env {env_name} has action space {act_space}: only Box (algo=sac) and "
                          f"Discrete (algo=sacd) are supported")
-    if algo == "sac" and discrete:
-        raise ValueError(f"algo=sac needs a continuous (Box) action space but env {env_name} has "
+    if algo in ("sac", "td3") and discrete:
+        raise ValueError(f"algo={algo} needs a continuous (Box) action space but env {env_name} has "
                          f"{act_space}: use algo=sacd (task=credit)")
     if algo == "sacd" and not discrete:
         raise ValueError(f"algo=sacd needs a discrete action space but env {env_name} has "
@@ -99,8 +100,13 @@ def build_agent(cfg: DictConfig, obs_shape, act_dim: int, discrete: bool, device
 
 
 def build_algo(cfg: DictConfig, agent: RecurrentActorCritic, discrete: bool):
-    """SAC-Discrete for discrete actions, SAC otherwise, with the hyperparameters of ``algo.*``."""
+    """SAC-Discrete for discrete actions, TD3 for ``algo=td3``, SAC otherwise, with the
+    hyperparameters of ``algo.*``."""
     a = cfg.algo
+    if a.name == "td3":
+        return TD3(agent, gamma=a.gamma, tau=a.tau, lr=a.lr, exploration_noise=a.exploration_noise,
+                   target_noise=a.target_noise, target_noise_clip=a.target_noise_clip,
+                   policy_delay=a.policy_delay, grad_clip=a.grad_clip)
     common = dict(gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr, auto_alpha=a.auto_alpha,
                   init_alpha=a.init_alpha, grad_clip=a.grad_clip)
     if discrete:

@@ -112,7 +112,7 @@ RANGES = {
     "algo.lr": (0.0, None, False, None), "algo.alpha_lr": (0.0, None, False, None),
     "algo.init_alpha": (0.0, None, False, None), "algo.grad_clip": (0.0, None, False, None),
     "algo.target_entropy_ratio": (0.0, 1.0, False, True), "train.warmup_action_range": (0.0, 1.0, False, True),
-    "train.updates_per_env_step": (0.0, None, False, None),
+    "train.updates_per_env_step": (0.0, None, False, None), "train.updates_per_step": (0.0, None, False, None),
 }
 
 
@@ -177,6 +177,9 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
             node.actor_overrides = {}
     if "num_episodes" not in saved.eval:
         saved.eval.num_episodes = None
+    for key in ("seq_len", "updates_per_step"):  # runs from before windows / step-following updates
+        if key not in saved.train:
+            saved.train[key] = None
     return saved
 
 

@@ -13,6 +13,7 @@ src/stop_signals.py, src/checkpoint.py (atomic files, RNG states)."""
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from pathlib import Path
@@ -59,7 +60,8 @@ class Trainer:
         preflight.check(cfg, self.obs_space.shape, np.dtype(self.obs_space.dtype).itemsize, self.action_dim,
                         self.max_episode_len, self.total_env_steps(), self.device)  # before allocating
         self.buffer = EpisodeReplay(cfg.train.buffer_size, self.obs_space.shape, self.obs_space.dtype,
-                                    self.action_dim, self.max_episode_len, seed=cfg.seed + 1)
+                                    self.action_dim, self.max_episode_len, seed=cfg.seed + 1,
+                                    seq_len=cfg.train.get("seq_len"))
         self.iteration = self.env_steps = self.updates = self.episodes = 0
         self.successes_in_buffer = 0  # successful episodes collected (the reference's most telling number)
         self.best_success = None  # best eval/success_eval so far (checkpoints/best.pt)
@@ -138,9 +140,15 @@ class Trainer:
     def _sample(self) -> Dict[str, torch.Tensor]:
         return self._to_tensors(self.buffer.sample(self.cfg.train.batch_size))
 
+    def _updates_for(self, steps: int, fixed: int) -> int:
+        """``fixed`` updates, or with ``train.updates_per_step`` = r: ceil(r x ``steps``) (at least 1)."""
+        r = self.cfg.train.get("updates_per_step")
+        return int(fixed) if r is None else max(1, math.ceil(float(r) * steps))
+
     def _run_updates(self) -> bool:
         """The current iteration's remaining gradient updates; False if a stop signal came first."""
-        p, n = self._pending, self.cfg.train.updates_per_iter
+        p = self._pending
+        n = self._updates_for(p["steps"], self.cfg.train.updates_per_iter)
         t0 = time.perf_counter()
         for _ in gradient_steps(self.algo, self._sample, n - p["updates_done"], p["sums"],
                                 stop=lambda: self.signals.received is not None):
@@ -150,7 +158,8 @@ class Trainer:
         return p["updates_done"] == n
 
     def _finish_iteration(self) -> Dict[str, float]:
-        p, n = self._pending, self.cfg.train.updates_per_iter
+        p = self._pending
+        n = self._updates_for(p["steps"], self.cfg.train.updates_per_iter)
         self._pending = None
         stats = iteration_means(p["sums"], n)
         bad = non_finite(stats)
@@ -260,7 +269,8 @@ class Trainer:
                     steps = self.collect(tr.num_warmup_rollouts, "random")
                     bar.update(steps)
                     self._record({"perf/env_steps_per_s": steps / max(time.perf_counter() - t0, 1e-9)})
-                    self._catch_up_updates(tr.warmup_updates)
+                    r = tr.get("updates_per_step")
+                    self._catch_up_updates(tr.warmup_updates if r is None else int(float(r) * steps))
                     last_eval = self._eval_and_save(logger, start)
                 while self.iteration < tr.num_iters:
                     if self._pending is None:  # collect this iteration's rollouts

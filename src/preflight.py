@@ -51,7 +51,8 @@ def estimate(cfg, obs_shape, obs_itemsize: int, action_dim: int, episode_len: in
     tr = cfg.train
     stored = min(int(tr.buffer_size), total_env_steps + total_env_steps // max(episode_len, 1) + 1)
     per_step = math.prod(obs_shape) * obs_itemsize + 4 * (action_dim + 2)
-    batch = int(tr.batch_size) * episode_len * activation_bytes_per_step(cfg)
+    seq = episode_len if tr.get("seq_len") is None else min(int(tr.seq_len), episode_len)  # windows: S steps
+    batch = int(tr.batch_size) * seq * activation_bytes_per_step(cfg)
     return stored * per_step, batch
 
 

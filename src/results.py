@@ -7,7 +7,7 @@
 and ``overrides.yaml`` (so ``python -m src.plot docs/results/<group>`` re-plots it like any run
 directory), ``progress.csv`` (the evaluation rows) and ``git.txt`` (the commit), plus
 ``run.json`` (machine, wall time, where the run lived, a note). ``table`` then lists every kept
-run: task, preset, model, seed, env steps, final and best eval success, wall time, machine, commit
+run: task, preset, model, seed, env steps, final and best eval success and return, wall time, machine, commit
 and the command that made it, between the two TABLE markers of docs/results/README.md.
 """
 from __future__ import annotations
@@ -77,6 +77,12 @@ def _num(x) -> Optional[float]:
         return None
 
 
+def _final_best(rows: List[Dict[str, str]], metric: str) -> str:
+    """"final / best" of a metric over the evaluation rows (returns: tasks without a success criterion)."""
+    values = [v for v in (_num(r.get(metric)) for r in rows) if v is not None]
+    return f"{values[-1]:.1f} / {max(values):.1f}" if values else "—"
+
+
 def summarize(kept: Path) -> Dict[str, str]:
     """One table row for a kept run."""
     cfg = yaml.safe_load((kept / ".hydra" / "config.yaml").read_text())
@@ -99,6 +105,7 @@ def summarize(kept: Path) -> Dict[str, str]:
         "preset": preset, "model": cfg["model"]["name"], "seed": str(cfg["seed"]),
         "env steps": f"{int(float(last.get('env_steps', 0))):,}",
         "final / best success": (f"{values[-1]:.3f} / {max(values):.3f}" if values else "—"),
+        "final / best return": _final_best(rows, "eval/return_eval"),
         "wall": f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min",
         "machine": info.get("machine", "?"), "commit": commit,
         "command": "`python -m src.train " + " ".join(overrides) + "`",

@@ -13,7 +13,7 @@ from tests.helpers import TINY, compose_cfg, read_csv
 TINY_POMDP = ["experiment=smoke", "task=pomdp", "logger=none", "progress_bar=false",
               "train.num_warmup_rollouts=2", "train.rollouts_per_iter=2", "train.updates_per_iter=2",
               "train.batch_size=2", "train.num_iters=2", "eval.interval=2", "eval.num_episodes=2",
-              "model.width=8"]
+              "model.width=8", "train.updates_per_step=null"]  # fixed updates per iteration
 
 
 
@@ -75,6 +75,7 @@ def test_pomdp_task_defaults():
     assert (tr.num_warmup_rollouts, tr.num_iters, tr.rollouts_per_iter, tr.updates_per_iter, tr.batch_size,
             tr.warmup_updates) == (5, 250, 1, 200, 32, 1000)
     assert (cfg.eval.interval, cfg.eval.num_episodes, cfg.algo.gamma) == (5, 20, 0.9)
+    assert (tr.seq_len, tr.updates_per_step) == (None, 1.0)  # whole 200-step episodes
     cart = compose_cfg(["task=pomdp", "env=cartpole_p"])
     assert cart.algo.name == "sacd" and cart.algo.auto_alpha and cart.algo.target_entropy_ratio == 0.7
 
@@ -92,6 +93,7 @@ def test_mujoco_pomdp_schedule_is_pomdp_baselines(env):
     assert tr.warmup_updates == 10_000 and cfg.env.kwargs.max_episode_steps == 1000
     assert 1000 * (tr.num_warmup_rollouts + tr.num_iters) == 1_510_000
     assert (cfg.algo.name, cfg.algo.gamma, cfg.eval.interval, cfg.eval.num_episodes) == ("sac", 0.99, 4, 10)
+    assert (tr.seq_len, tr.updates_per_step) == (64, 1.0)  # batch 64 windows of 64; one update per step collected
     assert list(cfg.agent.q_layers) == [256, 256] and cfg.env.reference_width == 128
 
 
@@ -138,3 +140,34 @@ def test_every_kind_of_memory_trains_on_float64_mujoco_observations(tmp_path, mo
     metrics = Trainer(cfg, tmp_path).run(cfg.logger)
     assert math.isfinite(metrics["eval/return_eval"])
     assert len(read_csv(tmp_path / "progress.csv")) == 3
+
+
+def test_updates_follow_the_env_steps_collected(tmp_path):
+    """train.updates_per_step = 1 on CartPole-V (episodes end early, at different lengths): after
+    the warm-up and after every iteration, the updates so far equal the env steps so far."""
+    cfg = compose_cfg(TINY_POMDP + ["env=cartpole_v", "env.kwargs.max_episode_steps=50",
+                                    "train.updates_per_step=1.0", "train.num_iters=3"])
+    Trainer(cfg, tmp_path).run(cfg.logger)
+    rows = read_csv(tmp_path / "progress.csv")
+    steps = [int(r["env_steps"]) for r in rows]
+    assert [int(r["updates"]) for r in rows] == steps
+    assert any(s % 50 for s in steps)  # some episode ended before the 50-step limit
+    half = compose_cfg(TINY_POMDP + ["env=pendulum_v", "env.kwargs.max_episode_steps=9",
+                                     "train.updates_per_step=0.5", "train.num_iters=2"])
+    Trainer(half, tmp_path / "half").run(half.logger)
+    rows = read_csv(tmp_path / "half" / "progress.csv")
+    # warm-up: int(0.5 x 18) = 9; each iteration (2 episodes of 9 steps): ceil(0.5 x 18) = 9
+    assert [int(r["updates"]) for r in rows] == [9, 18, 27]
+
+
+@pytest.mark.mujoco
+def test_sub_sequence_training_through_the_loop(tmp_path):
+    """HalfCheetah-V with 30-step episodes and train.seq_len=8: batches are 8-step windows."""
+    pytest.importorskip("mujoco")
+    cfg = compose_cfg(TINY_POMDP + ["env=halfcheetah_v", "env.kwargs.max_episode_steps=30", "train.seq_len=8",
+                                    "train.warmup_updates=0", "algo=td3"])
+    trainer = Trainer(cfg, tmp_path)
+    metrics = trainer.run(cfg.logger)
+    b = trainer.buffer.sample(16)
+    assert b["mask"].shape == (16, 8) and b["obs"].shape == (16, 9, 9) and (b["mask"] == 1).all()
+    assert math.isfinite(metrics["eval/return_eval"])

@@ -32,3 +32,13 @@ def test_no_meminfo_means_no_check(tmp_path, monkeypatch):
     monkeypatch.setattr(preflight, "available_bytes", lambda: None)
     cfg = compose_cfg(TINY)
     preflight.check(cfg, (2,), 4, 2, 100, 10_000, torch.device("cpu"))
+
+
+def test_windows_size_the_update_estimate():
+    """train.seq_len = S: one update holds batch × S steps, not batch × the episode length."""
+    cfg = compose_cfg(["task=pomdp", "env=halfcheetah_v"])
+    assert cfg.train.seq_len == 64
+    _, windows = preflight.estimate(cfg, (9,), 8, 6, 1000, 1_510_000)
+    cfg.train.seq_len = None
+    _, whole = preflight.estimate(cfg, (9,), 8, 6, 1000, 1_510_000)
+    assert whole == windows * 1000 // 64

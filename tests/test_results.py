@@ -36,5 +36,7 @@ def test_kept_run_is_plottable_and_tabled(tmp_path):
     assert row["model"] == "gru" and row["seed"] == "3" and row["preset"] == "smoke"
     assert row["env steps"] == f"{int(rows[-1]['env_steps']):,}"
     assert row["final / best success"] == f"{success[-1]:.3f} / {max(success):.3f}"
+    returns = [float(r["eval/return_eval"]) for r in rows]
+    assert row["final / best return"] == f"{returns[-1]:.1f} / {max(returns):.1f}"
     assert row["commit"] == "0123456" and row["note"] == "tiny"
     assert row["command"] == "`python -m src.train experiment=smoke seed=3`"
