@@ -116,6 +116,9 @@ class ActingPolicy:
         mean, log_std = out.split(self.action_dim, -1)
         if deterministic:
             return torch.tanh(mean), state
+        noise = self.agent.exploration_noise  # TD3: tanh(μ) + N(0, σ²), clipped, as agent.act
+        if noise is not None:
+            return (torch.tanh(mean) + noise * torch.randn_like(mean)).clamp(-1.0, 1.0), state
         eps = torch.randn_like(mean)  # the draw of tanh_gaussian_sample
         return torch.tanh(mean + log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp() * eps), state
 

@@ -118,14 +118,17 @@ def test_rollout_actions_are_the_actors_sequence_forward(tmp_path, name):
         torch.testing.assert_close(act, torch.tanh(mean), **TOL)
 
 
-@pytest.mark.parametrize("obs_shape,discrete", [((3,), False), ((3,), True), ((5, 5, 3), True)])
-def test_fast_step_equals_the_reference_step(obs_shape, discrete):
+@pytest.mark.parametrize("obs_shape,discrete,td3_noise", [((3,), False, None), ((3,), True, None),
+                                                         ((5, 5, 3), True, None), ((3,), False, 0.1)])
+def test_fast_step_equals_the_reference_step(obs_shape, discrete, td3_noise):
     """ActingPolicy.act == agent.act step after step (state carried), for flat and image observations
-    and both action kinds (images: the CNN modules; discrete: the same categorical draw)."""
+    and both action kinds (images: the CNN modules; discrete: the same categorical draw; TD3: tanh(μ)
+    plus clipped Gaussian exploration noise instead of the SAC sample)."""
     torch.manual_seed(0)
     embed = {"action": 4, "reward": 0, "obs": 6, "current_obs": 6 if discrete else 5}
     agent = RecurrentActorCritic(obs_shape, 3, embed, lambda d: GRU(d, 8), policy_layers=[16, 16],
                                  q_layers=[16], discrete=discrete)
+    agent.exploration_noise = td3_noise
     g = torch.Generator().manual_seed(1)
     policies = (ActingPolicy(agent), ReferencePolicy(agent))
     states = [p.initial_state(4) for p in policies]
