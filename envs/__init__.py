@@ -1,7 +1,11 @@
 """Gymnasium environments of memrl, registered under the ``memrl/`` namespace on import."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import gymnasium as gym
+from gymnasium.envs.registration import load_env_creator
 
 META_ENVS = {
     "memrl/Wind-v0": "envs.meta.navigation:WindEnv",
@@ -38,11 +42,24 @@ def make(env_id: str, episodes_per_task: int = 1, **kwargs) -> gym.Env:
                 raise ValueError(f"env {env_id!r} needs the popgym package: pip install 'popgym>=1.0.7,<1.1'") from e
         known = sorted(k for k in gym.registry if k.startswith("memrl/"))
         raise ValueError(f"unknown env id {env_id!r}; registered memrl envs: {', '.join(known)}")
-    env = gym.make(env_id, **kwargs)
+    env = gym.make(_spec_with_own_horizon(env_id, kwargs), **kwargs)
     if episodes_per_task > 1:
         from .meta import MultiEpisode
         env = MultiEpisode(env, episodes_per_task)
     return env
+
+
+def _spec_with_own_horizon(env_id: str, kwargs: dict) -> gym.envs.registration.EnvSpec:
+    """gym.make takes a ``max_episode_steps`` keyword for itself (a TimeLimit wrapper) and never passes
+    it on; for an env whose constructor has that argument (the meta-RL envs: it sets their horizon and
+    where they report success) it goes to the constructor instead, through the spec's kwargs."""
+    spec = gym.spec(env_id)
+    if "max_episode_steps" in kwargs and isinstance(spec.entry_point, str):
+        creator = load_env_creator(spec.entry_point)
+        if "max_episode_steps" in inspect.signature(creator).parameters:
+            own = {**spec.kwargs, "max_episode_steps": kwargs.pop("max_episode_steps")}
+            spec = dataclasses.replace(spec, kwargs=own)
+    return spec
 
 
 register_all()

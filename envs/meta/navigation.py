@@ -18,6 +18,12 @@ from gymnasium import spaces
 from .tasks import point_robot_tasks, split_tasks, wind_tasks
 
 
+def goal_distance(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """Euclidean distance over the last axis, written elementwise so that one env ([2]) and a batch
+    ([n, 2], NavigationBatch) round alike."""
+    return np.sqrt(np.square(pos - goal).sum(-1))
+
+
 class NavigationEnv(gym.Env):
     metadata = {"render_modes": []}
 
@@ -73,7 +79,7 @@ class NavigationEnv(gym.Env):
         return np.array(self._goal(), dtype=float)
 
     def is_goal_state(self) -> bool:
-        return bool(np.linalg.norm(self._pos - self._goal()) <= self.goal_radius)
+        return bool(goal_distance(self._pos, self._goal()) <= self.goal_radius)
 
     def step(self, action):
         a = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)

@@ -16,12 +16,13 @@ is narrower than y (SHM: z has mem_size 24 columns, y has width 64-512).
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 State = Tuple[Tensor, ...]
+StepFn = Callable[[Tensor, State], Tuple[Tensor, State]]  # (x [B,D], state) -> (y [B,O], state)
 
 
 def _as_one_step(sequence_fn, x: Tensor, state: State, reset: Optional[Tensor]) -> Tuple[Tensor, State]:
@@ -66,6 +67,14 @@ class Memory(nn.Module):
                        reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         """(z, state) with forward's y = readout(z); y itself when the layer has no readout."""
         return self.forward(x, state, reset)
+
+    def acting_step(self, unread: bool = False) -> StepFn:
+        """A step function (x [B,D], state) -> (y [B,O], state) for acting while the parameters stay
+        fixed (one rollout): the function of ``step`` (``unread``: of ``step_unread``), with whatever
+        the layer can prepare once (e.g. concatenated weights) prepared here. Call it again
+        after the parameters change. Default: ``step`` / ``step_unread`` themselves."""
+        step = self.step_unread if unread else self.step
+        return lambda x, state: step(x, state)
 
     def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         """``step`` without the readout, as ``forward_unread``."""

@@ -99,6 +99,22 @@ class GRU(_RNN):
         y = fused_gru(x, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, reset)
         return y, (y[:, -1],)
 
+    def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        if reset is not None:
+            state = self._apply_reset(state, reset)
+        return self._cell(x, state)
+
+    def _cell(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
+        """One step through ATen's torch.gru_cell: nn.GRU's arithmetic on a length-1 sequence (the
+        same bits), without the module's per-call overhead. (LSTM keeps nn.LSTM: lstm_cell differs
+        from it in the last bit.)"""
+        r = self.rnn
+        h = torch.gru_cell(x, state[0], r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
+        return h, (h,)
+
+    def acting_step(self, unread: bool = False):
+        return self._cell  # no readout, nothing to prepare
+
 
 class LSTM(_RNN):
     """Long short-term memory; state = (h [B,H], c [B,H])."""

@@ -121,14 +121,33 @@ class SHM(ReadoutMemory):
         xh = self.norm(x)
         theta = self._sample_theta(tuple(x.shape[:-1]), x.device, step)
         if self._native_inputs(xh):
-            W = torch.cat([self.key.weight, self.query.weight, self.value.weight, self.vc.weight,
-                           self.shortcut.weight, self.eta.weight])             # [5H+1, D]
-            outs = _NativeInputs.apply(xh.reshape(-1, self.input_size), W, self.shortcut.bias)
+            outs = _NativeInputs.apply(xh.reshape(-1, self.input_size), self._input_weight(), self.shortcut.bias)
             vc, ev, k, q, s = (o.view(*x.shape[:-1], self.mem_size) for o in outs)
             return theta, vc, ev, k, q, s
         k, q = sumnorm_relu(self.key(xh)), sumnorm_relu(self.query(xh))
         ev = torch.sigmoid(self.eta(xh)) * self.value(xh)  # η v
         return theta, self.vc(xh), ev, k, q, self.shortcut(xh)
+
+    def _input_weight(self) -> Tensor:
+        """W = [W_k; W_q; W_v; W_vc; W_s; w_η] [5H+1, D], the native input pass's one GEMM."""
+        return torch.cat([self.key.weight, self.query.weight, self.value.weight, self.vc.weight,
+                          self.shortcut.weight, self.eta.weight])
+
+    def acting_step(self, unread: bool = False):
+        """``step`` / ``step_unread`` with the native input pass's concatenated weight made once (the
+        fused scan on its C++ path; other configurations use ``step`` as it is)."""
+        if self.scan != "fused" or scan_backend(self.backend, self.theta, native=True) != "native":
+            return super().acting_step(unread)
+        W_t, ext = self._input_weight().detach().t(), native.extension()
+
+        def step(x: Tensor, state: State) -> Tuple[Tensor, State]:
+            xh = self.norm(x)
+            theta = self._sample_theta((x.shape[0],), x.device, step=True)
+            vc, ev, k, q, s = ext.shm_inputs_forward(xh.mm(W_t), self.shortcut.bias, SUMNORM_EPS)
+            h, M = shm_step(theta, vc, ev, k, q, state[0], clamp=self.clamp)
+            z = h + s
+            return (z if unread else self.out(z)), (M,)
+        return step
 
     def _native_inputs(self, xh: Tensor) -> bool:
         """The C++ input pass runs wherever the fused scan runs its C++ kernel."""
