@@ -102,7 +102,8 @@ class GRU(_RNN):
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         if reset is not None:
             state = self._apply_reset(state, reset)
-        return self._cell(x, state)
+        with full_precision(x):  # as forward: the recurrence and its state in float32 under autocast
+            return self._cell(x.to(recurrence_dtype(x, self.rnn.weight_hh_l0)), state)
 
     def _cell(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
         """One step through ATen's torch.gru_cell: nn.GRU's arithmetic on a length-1 sequence (the
