@@ -108,7 +108,7 @@ def build_algo(cfg: DictConfig, agent: RecurrentActorCritic, discrete: bool):
                    target_noise=a.target_noise, target_noise_clip=a.target_noise_clip,
                    policy_delay=a.policy_delay, grad_clip=a.grad_clip)
     common = dict(gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr, auto_alpha=a.auto_alpha,
-                  init_alpha=a.init_alpha, grad_clip=a.grad_clip)
+                  init_alpha=a.init_alpha, grad_clip=a.grad_clip, precision=cfg.precision)
     if discrete:
         return SACDiscrete(agent, target_entropy_ratio=a.target_entropy_ratio, **common)
     return SAC(agent, target_entropy=a.target_entropy, **common)

@@ -97,6 +97,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"agent.init={cfg.agent.init}: valid: reference (the released code's orthogonal "
                           f"weights, zero biases) | layer (each memory layer's own init)")
     check_ranges(cfg)
+    check_precision(cfg)
     tr, ev = cfg.train, cfg.env
     if not float(tr.warmup_action_range) > 0:
         raise ConfigError(f"train.warmup_action_range must be > 0 (warm-up actions are uniform on [-r, r]), "
@@ -104,6 +105,19 @@ def validate(cfg: DictConfig) -> None:
     if "num_tasks" in ev and ev.num_train_tasks + ev.num_eval_tasks > ev.num_tasks:
         raise ConfigError(f"train/eval split {ev.num_train_tasks}+{ev.num_eval_tasks} is larger than "
                           f"env.num_tasks={ev.num_tasks}: lower env.num_train_tasks/num_eval_tasks")
+
+
+def check_precision(cfg: DictConfig) -> None:
+    """``precision`` is fp32 or bf16; bf16 is implemented for the SAC family only."""
+    from torchkit.precision import PRECISIONS
+    precision = OmegaConf.select(cfg, "precision", default="fp32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not supported: use precision=fp32 (float32) or "
+                          f"precision=bf16 (bfloat16 mixed precision)")
+    algo = OmegaConf.select(cfg, "algo.name")
+    if precision != "fp32" and algo not in ("sac", "sacd"):
+        raise ConfigError(f"precision={precision} is implemented for algo=sac and algo=sacd; algo={algo} "
+                          f"trains in float32: use precision=fp32")
 
 
 # Real-valued keys: (lowest, highest, whether each bound is included); checked where the config has them.
@@ -180,6 +194,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     for key in ("seq_len", "updates_per_step"):  # runs from before windows / step-following updates
         if key not in saved.train:
             saved.train[key] = None
+    if "precision" not in saved:  # runs from before mixed precision trained in float32
+        saved.precision = "fp32"
     return saved
 
 

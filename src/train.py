@@ -16,8 +16,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import (ConfigError, check_added_keys, config_differences, load_resume_config, register_resolvers,
-                        validate)
+from src.config import (ConfigError, check_added_keys, check_precision, config_differences, load_resume_config,
+                        register_resolvers, upgrade_saved_config, validate)
 from src.rundir import RunLock, check_group_options, write_run_files
 
 log = logging.getLogger("memrl")
@@ -65,6 +65,7 @@ def validate_for_algo(cfg: DictConfig) -> None:
     if cfg.algo.name == "ppo":
         from src.ppo_loop import validate_ppo
         validate_ppo(cfg)
+        check_precision(cfg)
     else:
         validate(cfg)
 
@@ -75,7 +76,7 @@ def check_same_run(run_dir: Path, cfg: DictConfig) -> None:
     saved_path = run_dir / ".hydra" / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=True)
+    saved = OmegaConf.to_container(upgrade_saved_config(OmegaConf.load(saved_path)), resolve=True)
     diffs = config_differences(saved, OmegaConf.to_container(cfg, resolve=True))
     if diffs:
         raise ConfigError(f"{run_dir} already holds a run with a different config:\n  " + "\n  ".join(diffs)

@@ -12,16 +12,22 @@ import torch
 
 from src.loop import Trainer
 from tests.helpers import compose_cfg
+from torchkit.precision import bf16_supported
 
 RECIPE = ["experiment=paper", "model=gru", "logger=none", "progress_bar=false",
           "env.kwargs.goal_radius=0.1", "algo.init_alpha=0.01", "train.num_warmup_rollouts=50",
           "train.num_iters=30", "train.updates_per_iter=100", "train.batch_size=32", "eval.interval=1000"]
 
 
+BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no native bf16 on this CPU")
+
+
 @pytest.mark.timeout(900)
-def test_wind_with_a_large_goal_is_learned(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=[pytest.mark.slow, BF16])])
+def test_wind_with_a_large_goal_is_learned(tmp_path, precision):
+    """fp32 is the default suite's check; bf16 (precision=bf16, slow) the same recipe under mixed precision."""
     torch.set_num_threads(1)
-    cfg = compose_cfg(RECIPE + ["device=cpu"])
+    cfg = compose_cfg(RECIPE + ["device=cpu", f"precision={precision}"])
     trainer = Trainer(cfg, tmp_path)
     metrics = trainer.run(cfg.logger)
     assert trainer.updates == 3_000 and trainer.env_steps == 35_000

@@ -1,11 +1,14 @@
 """MLP heads with the reference's (rlkit) initialisation, and the tanh-Gaussian policy distribution."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from torchkit.precision import lower_precision
 
 
 def fanin_init_(linear: nn.Linear, bias: float = 0.1) -> None:
@@ -20,23 +23,32 @@ _threshold_backward_ = torch.ops.aten.threshold_backward.grad_input  # out= vari
 
 def _onednn_linear():
     """oneDNN's linear with the bias and ReLU fused into the matrix product (one pass over the output
-    instead of bias copy + GEMM + ReLU): ~25 % faster on CPU for the heads' [B*T, 128] layers."""
+    instead of bias copy + GEMM + ReLU): ~25 % faster on CPU for the heads' [B*T, 128] layers.
+    Returns (op, the dtypes it computes correctly here: float32, and bfloat16 where oneDNN has it)."""
     try:
         op = torch.ops.mkldnn._linear_pointwise
+        if not torch.backends.mkldnn.is_available():
+            return None, ()
         x, w, b = torch.randn(3, 2), torch.randn(4, 2), torch.randn(4)
-        ok = torch.backends.mkldnn.is_available() and torch.allclose(op(x, w, b, "relu", [], ""),
-                                                                     torch.relu(x @ w.t() + b))
-        return op if ok else None
+        ok = []
+        for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+            try:
+                y = op(x.to(dtype), w.to(dtype), b.to(dtype), "relu", [], "").float()
+                if y.dtype == torch.float32 and torch.allclose(y, torch.relu(x @ w.t() + b), rtol=tol, atol=tol):
+                    ok.append(dtype)
+            except RuntimeError:  # no kernel for this dtype
+                pass
+        return (op, tuple(ok)) if ok else (None, ())
     except Exception:  # a build without oneDNN, or the private op changed
-        return None
+        return None, ()
 
 
-_LINEAR_POINTWISE = _onednn_linear()
+_LINEAR_POINTWISE, _POINTWISE_DTYPES = _onednn_linear()
 
 
 def _linear(a: Tensor, w: Tensor, b: Tensor, relu: bool) -> Tensor:
-    """relu?(a wᵀ + b) into a fresh tensor (ReLU in place)."""
-    if _LINEAR_POINTWISE is not None and a.dtype == torch.float32 and a.device.type == "cpu":
+    """relu?(a wᵀ + b) into a fresh tensor (ReLU in place); a, w, b of one dtype."""
+    if _LINEAR_POINTWISE is not None and a.dtype in _POINTWISE_DTYPES and a.device.type == "cpu":
         return _LINEAR_POINTWISE(a.contiguous(), w.contiguous(), b, "relu" if relu else "none", [], "")
     out = torch.addmm(b, a, w.t())
     return out.clamp_min_(0.0) if relu else out
@@ -49,20 +61,23 @@ class _ReLUMLP(torch.autograd.Function):
     (the [B*T, 128] activations of a batch do not fit in cache): the ReLU runs in place on the
     matrix product's output and the gate of its backward in place on the incoming gradient, the
     backward skips every gradient nobody asked for (the actor loss needs dQ/da only), and a
-    1-wide output layer's backward is a broadcast product instead of a k=1 GEMM."""
+    1-wide output layer's backward is a broadcast product instead of a k=1 GEMM.
+
+    Layers may differ in dtype (mixed precision: bf16 hidden layers, a float32 output layer): each
+    layer reads its input in its own weight's dtype, and its gradients come back in that dtype."""
 
     @staticmethod
     def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:
         weights, biases = params[0::2], params[1::2]
-        acts = [x]                                     # inputs of each layer
+        acts = []                                      # inputs of each layer, in its dtype
         a = x
         for i, (w, b) in enumerate(zip(weights, biases)):
-            hidden = i < len(weights) - 1
-            a = _linear(a, w, b, relu=hidden)          # [N, out_i]
-            if hidden:
-                acts.append(a)
+            a = a.to(w.dtype)                          # (no copy when the dtype is already w's)
+            acts.append(a)
+            a = _linear(a, w, b, relu=i < len(weights) - 1)  # [N, out_i]
         if any(ctx.needs_input_grad):
             ctx.save_for_backward(*acts, *weights)
+            ctx.x_dtype = x.dtype
         return a
 
     @staticmethod
@@ -75,6 +90,7 @@ class _ReLUMLP(torch.autograd.Function):
         grads: List = [None] * len(need)
         g = grad.contiguous()                           # gradient w.r.t. layer i's output [N, out_i]
         for i in reversed(range(n)):
+            g = g.to(weights[i].dtype)
             if need[1 + 2 * i]:
                 grads[1 + 2 * i] = g.t().mm(acts[i])
             if need[2 + 2 * i]:
@@ -83,19 +99,34 @@ class _ReLUMLP(torch.autograd.Function):
                 break
             g_in = g * weights[i] if g.shape[1] == 1 else g.mm(weights[i])  # [N, in_i]
             if i > 0:  # through the ReLU that produced acts[i]
+                g_in = g_in.to(acts[i].dtype)
                 _threshold_backward_(g_in, acts[i], 0.0, grad_input=g_in)
             g = g_in
         if need[0]:
-            grads[0] = g
+            grads[0] = g.to(ctx.x_dtype)
         return tuple(grads)
 
 
 def relu_mlp(x: Tensor, layers: Sequence[Tuple[Tensor, Tensor]]) -> Tensor:
     """[..., D] -> ReLU MLP over ``layers`` [(weight [out, in], bias [out]), ...] (no ReLU after the
-    last) -> [..., out]."""
+    last) -> [..., out].
+
+    Under autocast (mixed precision) the hidden layers run in the autocast dtype and the output
+    layer in float32: what the losses read (Q values, action means and log-stds) keeps float32
+    resolution, and the narrow output layer gains little from bf16 anyway. The casts sit outside
+    the fused node, so the float32 parameters receive float32 gradients."""
+    low = lower_precision(x.device.type)
+    if low is not None:
+        *hidden, last = layers
+        layers = [(w.to(low), b.to(low)) for w, b in hidden] + [(last[0].float(), last[1].float())]
+        x = x.to(layers[0][0].dtype)
     params = [p for wb in layers for p in wb]
-    y = _ReLUMLP.apply(x.reshape(-1, x.shape[-1]), *params)
+    with torch.autocast(x.device.type, enabled=False) if low is not None else _NO_CONTEXT:
+        y = _ReLUMLP.apply(x.reshape(-1, x.shape[-1]), *params)
     return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def fold_readout(weight: Tensor, bias: Tensor, readout: nn.Linear) -> Tuple[Tensor, Tensor]:

@@ -9,9 +9,14 @@ output h_t summarises everything up to o_t, exactly as at acting time.
   actor   L_π = Σ_{t<T} m_t [α log π(ã_t) − min Q(h_t, o_t, ã_t)] / N  (critic after its step)
   alpha   L_α = −α (mean log π + H̄),  H̄ = −|A| by default, α₀ = 1
 Update order: critic step -> actor step -> soft target update -> α step.
+
+precision="bf16": the forward passes run under bfloat16 autocast (torchkit.precision: float32
+parameters, optimiser state, losses, TD targets and memory recurrences); backward passes and
+optimiser steps run with autocast off.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Optional
 
 import torch
@@ -20,6 +25,7 @@ from torch import Tensor
 
 from src.agent import RecurrentActorCritic
 from torchkit.nets import tanh_gaussian_sample
+from torchkit.precision import autocast_dtype, full_precision, training_autocast
 
 
 def shift_inputs(act: Tensor, rew: Tensor):
@@ -43,19 +49,30 @@ def adam(params, lr: float) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr)
 
 
+def mixed_precision(update):
+    """An update method whose forward passes run under the algorithm's autocast (``precision``)."""
+    @functools.wraps(update)
+    def wrapped(self, batch):
+        with training_autocast(self.device, self.autocast_dtype):
+            return update(self, batch)
+    return wrapped
+
+
 class SAC:
     STATS = ("qf1_loss", "qf2_loss", "policy_loss", "alpha", "entropy", "q_grad_norm", "pi_grad_norm")
 
     def __init__(self, agent: RecurrentActorCritic, gamma: float = 0.9, tau: float = 0.005,
                  lr: float = 3e-4, alpha_lr: float = 3e-4, auto_alpha: bool = True,
                  init_alpha: float = 1.0, target_entropy: Optional[float] = None,
-                 grad_clip: Optional[float] = None):
+                 grad_clip: Optional[float] = None, precision: str = "fp32"):
         if not 0.0 <= gamma <= 1.0 or not 0.0 < tau <= 1.0 or lr <= 0:
             raise ValueError(f"bad SAC hyperparameters: gamma={gamma} (in [0,1]), tau={tau} (in (0,1]), lr={lr} (> 0)")
         self.agent, self.gamma, self.tau, self.grad_clip = agent, gamma, tau, grad_clip
         self.actor_opt = adam(agent.actor.parameters(), lr)
         self.critic_opt = adam(agent.critic.parameters(), lr)
-        device = next(agent.parameters()).device
+        device = self.device = next(agent.parameters()).device
+        # None (float32) or torch.bfloat16; bf16 on a device without it: float32 and a warning
+        self.autocast_dtype = autocast_dtype(precision, device)
         self.log_alpha = torch.tensor(float(init_alpha), device=device).log().requires_grad_(True)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=alpha_lr)
         self.auto_alpha = auto_alpha
@@ -74,12 +91,14 @@ class SAC:
         return obs, act, rew, term, mask, mask.sum().clamp_min(1.0), prev_act, prev_rew
 
     def _step(self, opt, loss: Tensor, params) -> Tensor:
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
-        opt.step()
+        with full_precision(loss):  # backward (in the forward's dtypes) and the float32 optimiser step
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
+            opt.step()
         return norm
 
+    @mixed_precision
     def update(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """One gradient step on each of critic, actor and α. Returns detached scalar tensors."""
         agent, alpha = self.agent, self.alpha
@@ -123,10 +142,11 @@ class SAC:
     def _alpha_step(self, mean_logp: Tensor) -> None:
         """L_α = −α (mean log π + H̄): α grows when the policy's entropy is below the target."""
         if self.auto_alpha:
-            alpha_loss = -self.log_alpha.exp() * (mean_logp + self.target_entropy)
-            self.alpha_opt.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_opt.step()
+            with full_precision(mean_logp):
+                alpha_loss = -self.log_alpha.exp() * (mean_logp + self.target_entropy)
+                self.alpha_opt.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                self.alpha_opt.step()
 
     @staticmethod
     def _stats(qf1_loss, qf2_loss, policy_loss, alpha, mean_logp, q_grad_norm, pi_grad_norm) -> Dict[str, Tensor]:

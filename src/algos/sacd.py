@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from src.agent import RecurrentActorCritic
-from src.algos.sac import SAC, masked_mean
+from src.algos.sac import SAC, masked_mean, mixed_precision
 
 
 def categorical_probs(logits: Tensor) -> Tuple[Tensor, Tensor]:
@@ -36,7 +36,8 @@ class SACDiscrete(SAC):
 
     def __init__(self, agent: RecurrentActorCritic, gamma: float = 0.99, tau: float = 0.005,
                  lr: float = 3e-4, alpha_lr: float = 3e-4, auto_alpha: bool = False,
-                 init_alpha: float = 0.1, target_entropy_ratio: float = 0.7, grad_clip=None):
+                 init_alpha: float = 0.1, target_entropy_ratio: float = 0.7, grad_clip=None,
+                 precision: str = "fp32"):
         if not getattr(agent, "discrete", False):
             raise ValueError("SAC-Discrete needs an agent built with discrete=True (categorical actor, |A| Q values)")
         if init_alpha <= 0:
@@ -46,8 +47,9 @@ class SACDiscrete(SAC):
         self.target_entropy_ratio = float(target_entropy_ratio)
         super().__init__(agent, gamma=gamma, tau=tau, lr=lr, alpha_lr=alpha_lr, auto_alpha=auto_alpha,
                          init_alpha=init_alpha, target_entropy=self.target_entropy_ratio * math.log(agent.action_dim),
-                         grad_clip=grad_clip)
+                         grad_clip=grad_clip, precision=precision)
 
+    @mixed_precision
     def update(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """One gradient step on each of critic, actor and (if auto_alpha) α. Returns detached scalars."""
         agent, alpha = self.agent, self.alpha

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from . import native
+from ..precision import full_precision, recurrence_dtype
 from .base import Memory, State
 
 # The reference's bound on -a: ln(DBL_MAX)/max_len - 0.01 with max_len = 1024 (≈ 0.6832).
@@ -161,12 +162,14 @@ class FFM(Memory):
         lg = self.log_gamma()
         s = None if state is None else torch.view_as_complex(state[0].to(torch.float64).contiguous())
         states = []
-        for t0 in range(0, T, self.chunk_size):
-            t1 = min(T, t0 + self.chunk_size)
-            chunk = ffa_closed_form(xin[:, t0:t1], s, lg, None if reset is None else reset[:, t0:t1])
-            states.append(chunk)
-            s = chunk[:, -1]
+        with full_precision(x):  # (complex128 anyway; autocast off for certain)
+            for t0 in range(0, T, self.chunk_size):
+                t1 = min(T, t0 + self.chunk_size)
+                chunk = ffa_closed_form(xin[:, t0:t1], s, lg, None if reset is None else reset[:, t0:t1])
+                states.append(chunk)
+                s = chunk[:, -1]
         S = torch.cat(states, 1) if len(states) > 1 else states[0]          # [B,T,m,c]
-        z = self.mix(torch.view_as_real(S).reshape(B, T, -1).to(x.dtype))  # [B,T,O]
+        dtype = recurrence_dtype(x, self.a)  # the state's: float32 under mixed precision
+        z = self.mix(torch.view_as_real(S).reshape(B, T, -1).to(dtype))    # [B,T,O]
         out = F.layer_norm(z, (O,)) * out_gate + thru * (1 - out_gate)
-        return out, (torch.view_as_real(s).to(x.dtype),)
+        return out, (torch.view_as_real(s).to(dtype),)

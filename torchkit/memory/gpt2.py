@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import native
+from ..precision import recurrence_dtype
 from .base import Memory, State
 from .kernels.dropout import dropout, dropout_mask
 
@@ -163,11 +164,12 @@ class GPT2(Memory):
         B, T, _ = x.shape
         W, dev = self.window, x.device
         t = torch.arange(T, device=dev)
+        cache = recurrence_dtype(x, self.map.weight)  # the KV state's dtype: float32 under mixed precision
         if state is None:
             k0 = v0 = None
             pos0 = torch.zeros(B, device=dev, dtype=torch.long)
         else:
-            k0, v0 = state[0].to(x.dtype), state[1].to(x.dtype)
+            k0, v0 = state[0].to(cache), state[1].to(cache)
             pos0 = state[2].round().long() if state[2].is_floating_point() else state[2].long()
 
         # Positions and episode ids of the new tokens.
@@ -206,7 +208,7 @@ class GPT2(Memory):
         # one of ours and in the current episode; otherwise it keeps the cached entry while valid.
         pos_end = pos[:, -1] + 1                                           # [B]
         if simple:                                                         # token t -> slot t
-            k_new, v_new = (F.pad(torch.stack(z, 1), (0, 0, 0, W - T)) for z in (ks, vs))
+            k_new, v_new = (F.pad(torch.stack(z, 1), (0, 0, 0, W - T)).to(cache) for z in (ks, vs))
             return y, (k_new, v_new, pos_end)
         back = torch.remainder(pos_end[:, None] - 1 - slot, W)             # steps back from the last token
         src = T - 1 - back                                                 # token index for slot s [B,W]
@@ -214,7 +216,7 @@ class GPT2(Memory):
         written = (src >= first[:, None])[:, None, :, None]                # [B,1,W,1]
         kept = (pos_end[:, None] - 1 - back >= 0)[:, None, :, None] & ~written
         idx = src.clamp(min=0)[:, None, :, None].expand(B, self.n_head, W, self.d_head)
-        zero = torch.zeros((), dtype=x.dtype, device=dev)
+        zero = torch.zeros((), dtype=cache, device=dev)
         k_out, v_out = [], []
         for i in range(self.n_layer):
             for new, old, acc in ((ks[i], k0, k_out), (vs[i], v0, v_out)):
@@ -222,7 +224,7 @@ class GPT2(Memory):
                 if old is not None:
                     val = torch.where(kept, old[:, i], val)
                 acc.append(val)
-        return y, (_stack_layers(k_out), _stack_layers(v_out), pos_end)
+        return y, (_stack_layers(k_out).to(cache), _stack_layers(v_out).to(cache), pos_end)
 
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         """One token per row, in O(window) per row: its k, v go into slot pos mod W of the cache *in
@@ -230,8 +232,9 @@ class GPT2(Memory):
         attention runs over the occupied slots only (the first max(pos)+1 while no row has wrapped)."""
         k_c, v_c, pos = state
         pos = pos.round().long() if pos.is_floating_point() else pos.long()
-        if k_c.dtype != x.dtype:
-            k_c, v_c = k_c.to(x.dtype), v_c.to(x.dtype)
+        cache = recurrence_dtype(x, self.map.weight)  # float32 under mixed precision (attention: bf16)
+        if k_c.dtype != cache:
+            k_c, v_c = k_c.to(cache), v_c.to(cache)
         B, W, dev = x.shape[0], self.window, x.device
         if reset is not None:
             pos = torch.where(reset, 0, pos)
@@ -245,7 +248,7 @@ class GPT2(Memory):
         h = dropout(self.map(x) + self._pe(pos, x.dtype), self.drop.p, self.training)[:, None]  # [B,1,n_embd]
         for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv(h)                                               # [B,H,1,dh]
-            k_c[rows, i, :, slot] = k[:, :, 0]
-            v_c[rows, i, :, slot] = v[:, :, 0]
+            k_c[rows, i, :, slot] = k[:, :, 0].to(cache)
+            v_c[rows, i, :, slot] = v[:, :, 0].to(cache)
             h = blk.finish(h, q, k_c[:, i, :, :n], v_c[:, i, :, :n], mask)
         return self.ln_f(h)[:, 0], (k_c, v_c, pos + 1)

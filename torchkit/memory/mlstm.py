@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..precision import full_precision, recurrence_dtype
 from .base import ReadoutMemory, State
 from .util import check_positive_ints
 
@@ -53,11 +54,16 @@ class MLSTM(ReadoutMemory):
                 torch.zeros(batch_size, 1, device=device, dtype=dt))
 
     def _project(self, x: Tensor):
-        """x [...,D] -> q, k, v, o [...,H]; ĩ, log f [...] (pre-activation input gate, log forget gate)."""
-        k = self.key(x) / math.sqrt(self.mem_size)
-        o = torch.sigmoid(self.ogate(x))
-        return (self.query(x), k, self.value(x), o,
-                self.igate(x).squeeze(-1), F.logsigmoid(self.fgate(x)).squeeze(-1))
+        """x [...,D] -> q, k, v, o [...,H]; ĩ, log f [...] (pre-activation input gate, log forget gate).
+        Float32 under mixed precision (autocast off): the readout C q / max(|nᵀq|, ·) is nearly
+        invariant to the scale of q (and of the gates), so their gradients cancel and bf16 rounding
+        in these GEMMs' backward becomes ~40 % errors of dW_q, dW_k (measured); the GEMMs are small."""
+        with full_precision(x):
+            x = x.to(recurrence_dtype(x, self.out.weight))
+            k = self.key(x) / math.sqrt(self.mem_size)
+            o = torch.sigmoid(self.ogate(x))
+            return (self.query(x), k, self.value(x), o,
+                    self.igate(x).squeeze(-1), F.logsigmoid(self.fgate(x)).squeeze(-1))
 
     def _read(self, num: Tensor, den: Tensor, m: Tensor, o: Tensor) -> Tensor:
         """num [...,H] = C'q, den [...] = n'·q, m [...]: z = o ⊙ num / max(|den|, e^{-m}) (y = W_out z)."""
@@ -68,6 +74,10 @@ class MLSTM(ReadoutMemory):
     def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         C, n, m = self._apply_reset(state, reset)  # [B,H,H], [B,H], [B,1]
         q, k, v, o, i_pre, log_f = self._project(x)  # [B,H] ×4, [B] ×2
+        with full_precision(x):  # the recurrence and its state in float32 under mixed precision
+            return self._step(C, n, m, q, k, v, o, i_pre, log_f)
+
+    def _step(self, C, n, m, q, k, v, o, i_pre, log_f) -> Tuple[Tensor, State]:
         i_pre, log_f = i_pre.unsqueeze(-1), log_f.unsqueeze(-1)  # [B,1]
         m_new = torch.maximum(log_f + m, i_pre).detach()
         i = torch.exp(i_pre - m_new)          # ≤ 1
@@ -91,15 +101,19 @@ class MLSTM(ReadoutMemory):
     def _parallel(self, x: Tensor, state: State, reset: Optional[Tensor]) -> Tuple[Tensor, State]:
         """Quadratic form. Weight of input s in C_t: exp(ĩ_s + Σ_{s<r≤t} log f_r) within one segment
         (reset-free span); the segment's initial state weighs exp(m_0 + Σ_{start≤r≤t} log f_r)."""
-        B, T = x.shape[:2]
         if reset is not None:
             state = self._apply_reset(state, reset[:, 0])
-        C0, n0, m0 = state  # [B,H,H], [B,H], [B,1]
         q, k, v, o, i_pre, log_f = self._project(x)  # [B,T,H] ×4, [B,T] ×2
+        with full_precision(x):  # the weights' exponentials and the state in float32 under mixed precision
+            return self._parallel_from(state, reset, q, k, v, o, i_pre, log_f)
+
+    def _parallel_from(self, state, reset, q, k, v, o, i_pre, log_f) -> Tuple[Tensor, State]:
+        B, T = q.shape[:2]
+        C0, n0, m0 = state  # [B,H,H], [B,H], [B,1]
         Fc = log_f.cumsum(1)  # [B,T]: Σ_{r≤t} log f_r
-        ar = torch.arange(T, device=x.device)
+        ar = torch.arange(T, device=q.device)
         if reset is None:
-            start = torch.zeros(B, T, dtype=torch.bool, device=x.device)
+            start = torch.zeros(B, T, dtype=torch.bool, device=q.device)
         else:
             start = reset.clone()
             start[:, 0] = False  # already applied to the state

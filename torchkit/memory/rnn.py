@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..precision import full_precision, recurrence_dtype
 from .base import Memory, State, has_inner_resets
 from .kernels.gru import GRU_BACKENDS, fused_gru, gru_backend
 
@@ -45,6 +46,12 @@ class _RNN(Memory):
 
     def forward(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
+        # Under mixed precision nn.GRU/nn.LSTM (input projection included) run in the parameters'
+        # float32, autocast off: the recurrence and its state stay float32.
+        with full_precision(x):
+            return self._forward(x.to(recurrence_dtype(x, self.rnn.weight_hh_l0)), state, reset)
+
+    def _forward(self, x: Tensor, state: Optional[State], reset: Optional[Tensor]) -> Tuple[Tensor, State]:
         state = self._state_or_initial(state, x)
         if not has_inner_resets(reset):
             if reset is not None:
@@ -64,7 +71,8 @@ class _RNN(Memory):
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         if reset is not None:
             state = self._apply_reset(state, reset)
-        y, s = self.rnn(x.unsqueeze(1), self._to_torch(state))
+        with full_precision(x):  # as forward
+            y, s = self.rnn(x.to(recurrence_dtype(x, self.rnn.weight_hh_l0)).unsqueeze(1), self._to_torch(state))
         return y.squeeze(1), self._from_torch(s)
 
 
@@ -81,8 +89,11 @@ class GRU(_RNN):
 
     def forward(self, x: Tensor, state: Optional[State] = None,
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
-        if gru_backend(self.backend, x) == "torch":
+        dtype = recurrence_dtype(x, self.rnn.weight_hh_l0)
+        if gru_backend(self.backend, x if x.dtype == dtype else x.to(dtype)) == "torch":
             return super().forward(x, state, reset)
+        # fused: under mixed precision the input projection (one GEMM over all steps) runs in the
+        # autocast dtype and the recurrence in float32 (fused_gru casts the projection up)
         (h0,) = self._state_or_initial(state, x)
         r = self.rnn
         y = fused_gru(x, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0, reset)
@@ -91,7 +102,8 @@ class GRU(_RNN):
     def step(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         if reset is not None:
             state = self._apply_reset(state, reset)
-        return self._cell(x, state)
+        with full_precision(x):  # as forward: the recurrence and its state in float32 under autocast
+            return self._cell(x.to(recurrence_dtype(x, self.rnn.weight_hh_l0)), state)
 
     def _cell(self, x: Tensor, state: State) -> Tuple[Tensor, State]:
         """One step through ATen's torch.gru_cell: nn.GRU's arithmetic on a length-1 sequence (the

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from . import native as _native
+from ..precision import recurrence_dtype
 from .base import ReadoutMemory, State
 from .kernels.backend import S6_BACKENDS, scan_backend
 
@@ -330,13 +331,14 @@ class S6(ReadoutMemory):
     def forward_unread(self, x: Tensor, state: Optional[State] = None,
                        reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         h0, window = self._state_or_initial(state, x)
+        dtype = recurrence_dtype(x, self.A_log)  # the state's (conv window, scan): float32 under autocast
         u, res = self.in_proj(x).chunk(2, dim=-1)                     # [B,T,E] each
-        u, window = self._conv(u, window, reset)
+        u, window = self._conv(u.to(dtype), window, reset)
         u = F.silu(u)
         delta, Bm, Cm = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = F.softplus(self.dt_proj(delta))                          # [B,T,E]
         A = -torch.exp(self.A_log)                                    # [E,N]
-        keep = None if reset is None else (~reset).to(x.dtype)        # [B,T]; 0 zeroes h_{t-1}
-        y, h = selective_scan(u, dt, A, Bm, Cm, h0.to(x.dtype), keep, self.scan, self.backend)
+        keep = None if reset is None else (~reset).to(dtype)          # [B,T]; 0 zeroes h_{t-1}
+        y, h = selective_scan(u, dt, A, Bm, Cm, h0.to(dtype), keep, self.scan, self.backend)
         y = (y + u * self.D) * F.silu(res)                            # [B,T,E]
         return self.out_proj(y), (h, window)  # readout: out

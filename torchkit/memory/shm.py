@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import native
+from ..precision import full_precision, recurrence_dtype
 from .base import ReadoutMemory, State
 from .kernels.backend import SHM_BACKENDS, scan_backend
 from .kernels.hadamard import hadamard_scan
@@ -108,7 +109,15 @@ class SHM(ReadoutMemory):
         return self.theta.index_select(0, idx.view(-1)).view(*lead, -1)
 
     def _factors(self, x: Tensor, step: bool = False):
-        """Per-step factors for x [...,D]: θ, v_c, η v, k, q and the shortcut s, each [...,H]."""
+        """Per-step factors for x [...,D]: θ, v_c, η v, k, q and the shortcut s, each [...,H].
+
+        Under mixed precision these projections run in float32 too (autocast off): the key and
+        query gradients pass through the sum-normalisation, whose cancellations turn bf16 rounding
+        into ~5-10 % errors of dW_k, dW_q, and the projections are a small part of an update."""
+        with full_precision(x):
+            return self._factors_full(x.to(recurrence_dtype(x, self.out.weight)), step)
+
+    def _factors_full(self, x: Tensor, step: bool):
         xh = self.norm(x)
         theta = self._sample_theta(tuple(x.shape[:-1]), x.device, step)
         if self._native_inputs(xh):
@@ -160,22 +169,26 @@ class SHM(ReadoutMemory):
         (M0,) = self._state_or_initial(state, x)
         if self.scan == "fused":
             theta, vc, ev, k, q, s = self._factors(x)  # [B,T,H] each
-            h, M = shm_scan(theta, vc, ev, k, q, M0, clamp=self.clamp, reset=reset, backend=self.backend)
+            with full_precision(x):  # the scan and the state in the factors' (float32) dtype
+                h, M = shm_scan(theta, vc, ev, k, q, M0, clamp=self.clamp, reset=reset, backend=self.backend)
             return h + s, (M,)
         C, U, q, s = self._write(x)  # [B,T,H,H] ×2, [B,T,H] ×2
-        if reset is not None:  # the initial state is zero, so a reset = zero decay into x_t
-            C = C * (~reset).to(C.dtype)[:, :, None, None]
-        M = hadamard_scan(C, U, M0, clamp=self.clamp, chunk=self.scan_chunk)  # [B,T,H,H]
-        return self._read(M, q, s), (M[:, -1].contiguous(),)
+        with full_precision(x):
+            if reset is not None:  # the initial state is zero, so a reset = zero decay into x_t
+                C = C * (~reset).to(C.dtype)[:, :, None, None]
+            M = hadamard_scan(C, U, M0, clamp=self.clamp, chunk=self.scan_chunk)  # [B,T,H,H]
+            return self._read(M, q, s), (M[:, -1].contiguous(),)
 
     def step_unread(self, x: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, State]:
         (M,) = self._apply_reset(state, reset)
         if self.scan == "fused":
             theta, vc, ev, k, q, s = self._factors(x, step=True)  # [B,H] each
-            h, M = shm_step(theta, vc, ev, k, q, M, clamp=self.clamp)
+            with full_precision(x):
+                h, M = shm_step(theta, vc, ev, k, q, M, clamp=self.clamp)
             return h + s, (M,)
         C, U, q, s = self._write(x, step=True)  # [B,H,H] ×2, [B,H] ×2
-        M = C * M + U
-        if self.clamp is not None:
-            M = M.clamp(-self.clamp, self.clamp)
-        return self._read(M, q, s), (M,)
+        with full_precision(x):
+            M = C * M + U
+            if self.clamp is not None:
+                M = M.clamp(-self.clamp, self.clamp)
+            return self._read(M, q, s), (M,)

@@ -66,9 +66,10 @@ def fused_gru(x: Tensor, h0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b
               reset: Optional[Tensor] = None) -> Tensor:
     """All hidden states [B,T,H] of nn.GRU's recurrence over x [B,T,D] from h0 [B,H]; reset [B,T]
     bool zeroes the state before step t (the GRU's initial state is zero). The last state is
-    out[:, -1]."""
-    gi = torch.nn.functional.linear(x.transpose(0, 1), w_ih, b_ih).contiguous()  # [T,B,3H]
-    keep = x.new_empty(0) if reset is None else (~reset).t().to(x.dtype).contiguous()
+    out[:, -1]. Under autocast only the input projection runs in the lower precision."""
+    # the input projection may run under autocast (bf16); the recurrence runs in h0's dtype
+    gi = torch.nn.functional.linear(x.transpose(0, 1), w_ih, b_ih).to(h0.dtype).contiguous()  # [T,B,3H]
+    keep = gi.new_empty(0) if reset is None else (~reset).t().to(h0.dtype).contiguous()
     hs = _FusedGRU.apply(gi, h0.contiguous(), w_hh.contiguous(), b_hh.contiguous(), keep)  # [T,B,H]
     return hs.transpose(0, 1)
 

@@ -1,0 +1,83 @@
+"""Mixed precision for training (``precision: fp32 | bf16``).
+
+bf16 = the update's forward passes run under ``torch.autocast(device_type, dtype=torch.bfloat16)``:
+the matrix products of embedders, heads and memory input projections run in bfloat16 (on CPUs with
+AVX512-BF16/AMX and on GPUs with tensor cores several times faster than float32), while
+
+  - parameters (master weights), gradients and optimiser state stay float32;
+  - losses, TD targets and the policy distribution are float32 (the heads' output layers run in
+    float32: ``torchkit.nets.relu_mlp``);
+  - every memory layer keeps its recurrent state and its recurrence/scan in float32: the layer
+    casts its projected inputs up and runs the recurrence with autocast off (``recurrence_dtype``,
+    ``full_precision``), since bf16 rounding would compound over the steps of a scan.
+
+Where the device has no bf16 support (``bf16_supported``: a CPU without AVX512-BF16/AMX, where
+oneDNN only emulates bf16 — slower than float32 — or an old GPU), ``precision=bf16`` falls back to
+float32 with a logged warning, so one sweep can run on mixed nodes; ``autocast_dtype`` returns None then.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively (fast) on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):  # a build without oneDNN
+            return False
+    return False
+
+
+def autocast_dtype(precision: str, device) -> Optional[torch.dtype]:
+    """The autocast dtype of a training ``precision`` on ``device``: None (float32) or torch.bfloat16.
+    Unknown values raise; bf16 without device support falls back to float32 with a warning."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not supported: use one of {', '.join(PRECISIONS)} "
+                         f"(e.g. precision=bf16 for bfloat16 mixed precision)")
+    if precision == "fp32":
+        return None
+    device = torch.device(device)
+    if not bf16_supported(device):
+        log.warning("precision=bf16: %s has no native bfloat16 support (CPU: AVX512-BF16/AMX; GPU: "
+                    "compute capability >= 8.0), training runs in float32 instead", device.type)
+        return None
+    return torch.bfloat16
+
+
+def training_autocast(device, dtype: Optional[torch.dtype]):
+    """The autocast region of an update's forward passes (a no-op context for float32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def full_precision(x: Tensor):
+    """Autocast off for ``x``'s device: for recurrences, backward passes and optimiser steps."""
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def lower_precision(device_type: str) -> Optional[torch.dtype]:
+    """The autocast dtype active for ``device_type`` right now, or None."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return None
+
+
+def recurrence_dtype(x: Tensor, param: Tensor) -> torch.dtype:
+    """The dtype a memory layer's recurrence and state run in: its parameters' (float32 master
+    weights under autocast), or x's when that is wider (float64 checks)."""
+    return torch.promote_types(x.dtype, param.dtype)
