@@ -106,7 +106,7 @@ def build_algo(cfg: DictConfig, agent: RecurrentActorCritic, discrete: bool):
     if a.name == "td3":
         return TD3(agent, gamma=a.gamma, tau=a.tau, lr=a.lr, exploration_noise=a.exploration_noise,
                    target_noise=a.target_noise, target_noise_clip=a.target_noise_clip,
-                   policy_delay=a.policy_delay, grad_clip=a.grad_clip)
+                   policy_delay=a.policy_delay, grad_clip=a.grad_clip, precision=cfg.precision)
     common = dict(gamma=a.gamma, tau=a.tau, lr=a.lr, alpha_lr=a.alpha_lr, auto_alpha=a.auto_alpha,
                   init_alpha=a.init_alpha, grad_clip=a.grad_clip, precision=cfg.precision)
     if discrete:

@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from src.agent import RecurrentActorCritic
-from src.algos.sac import SAC, adam, masked_mean
+from src.algos.sac import SAC, adam, masked_mean, mixed_precision
+from torchkit.precision import autocast_dtype
 
 
 def smoothing_noise(like: Tensor, std: float, clip: float) -> Tensor:
@@ -34,7 +35,8 @@ class TD3:
 
     def __init__(self, agent: RecurrentActorCritic, gamma: float = 0.99, tau: float = 0.005,
                  lr: float = 3e-4, exploration_noise: float = 0.1, target_noise: float = 0.2,
-                 target_noise_clip: float = 0.5, policy_delay: int = 2, grad_clip: Optional[float] = None):
+                 target_noise_clip: float = 0.5, policy_delay: int = 2, grad_clip: Optional[float] = None,
+                 precision: str = "fp32"):
         if agent.discrete:
             raise ValueError("algo=td3 needs a continuous (Box) action space; for discrete actions use algo=sacd")
         if not 0.0 <= gamma <= 1.0 or not 0.0 < tau <= 1.0 or lr <= 0:
@@ -52,7 +54,8 @@ class TD3:
         self.actor_opt = adam(agent.actor.parameters(), lr)
         self.critic_opt = adam(agent.critic.parameters(), lr)
         self.num_updates = 0  # critic steps so far; the actor steps when it is a multiple of policy_delay
-        device = next(agent.parameters()).device
+        device = self.device = next(agent.parameters()).device
+        self.autocast_dtype = autocast_dtype(precision, device)  # None (float32) or torch.bfloat16, as SAC
         self._last_actor = {"policy_loss": torch.zeros((), device=device),
                             "pi_grad_norm": torch.zeros((), device=device)}
 
@@ -63,6 +66,7 @@ class TD3:
 
     _step = SAC._step
 
+    @mixed_precision
     def update(self, batch: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """One critic step; every ``policy_delay``-th call also an actor step and the target updates.
         Between actor steps the policy statistics repeat the last actor step's values."""
