@@ -350,3 +350,12 @@ def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
     del state["config"]["ppo_agent"]["time_embedding"]
     torch.save(state, path)
     PPOTrainer(cfg, tmp_path).load()  # no config-difference error
+
+
+def test_recall_probe_builds_the_named_variants_and_runs():
+    from benchmarks.recall_probe import build, probe
+    plain, coded = build("shm:none@8"), build("shm:sine@8")
+    assert plain.time_embedding is None and coded.time_embedding is not None
+    assert plain.memory.mem_size == 8 and build("gru").time_embedding is None
+    r = probe("gru", steps=3, lr=1e-3, lag=4)
+    assert r["model"] == "gru" and 0.0 <= r["first"] <= 1.0 and 0.0 <= r["last"] <= 1.0
