@@ -174,8 +174,8 @@ RUNTIME_KEYS = {"resume", "progress_bar", "device", "num_threads"}
 def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     """A run's saved config in today's keys, so that runs started before a rename still resume:
     agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
-    -> that model's config (model@agent.actor_memory); eval.num_episodes and model.actor_overrides
-    where they were absent (null, {})."""
+    -> that model's config (model@agent.actor_memory); eval.num_episodes, model.actor_overrides and
+    ppo_agent.time_embedding where they were absent (null, {}, null)."""
     saved = saved.copy()
     agent, model = saved.agent, saved.model
     if "orthogonal_init" in agent:
@@ -196,6 +196,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
             saved.train[key] = None
     if "precision" not in saved:  # runs from before mixed precision trained in float32
         saved.precision = "fp32"
+    if "ppo_agent" in saved and "time_embedding" not in saved.ppo_agent:  # PPO runs from before the time code
+        saved.ppo_agent.time_embedding = None
     return saved
 
 

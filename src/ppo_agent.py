@@ -1,14 +1,26 @@
 """The recurrent actor-critic of PPO (POPGym's layout): observation -> pre MLP -> memory (any
 ``model=``) -> post MLP -> policy logits and value. Actor and critic share the memory, as in
-POPGym's RLlib models (one recurrent core, two linear heads)."""
+POPGym's RLlib models (one recurrent core, two linear heads).
+
+``time_embedding="sine"`` (POPGym's ``embedding: sine``, which the SHM paper's POPGym script sets
+for SHM only): after the first pre layer, the features are layer-normalised and mixed with a
+sinusoidal code of the step index within the episode, x <- (1 - s) x + s pe(t), s learnable (0.5 at
+the start, used clamped to [0, 1]). The step counter is part of the agent's state (the last entry,
+an int64 [B]), so it resets with the memory and is carried across rollout chunks. SHM's keys,
+queries and decays are functions of the current input only: without a time code it cannot tell
+"the card 4 steps ago" from "the card 5 steps ago" except by its decays (docs/results/popgym).
+"""
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from torchkit.memory import Memory, State, reference_init_
+
+TIME_EMBEDDINGS = (None, "sine")
 
 
 def relu_stack(in_size: int, sizes: Sequence[int]) -> Tuple[nn.Module, int]:
@@ -19,12 +31,53 @@ def relu_stack(in_size: int, sizes: Sequence[int]) -> Tuple[nn.Module, int]:
     return nn.Sequential(*layers), in_size
 
 
+class SineTimeEmbedding(nn.Module):
+    """x [...,F], t [...] -> (1 − s) LN(x) + s pe(t), pe(t)[2i] = sin(t ω_i), pe(t)[2i+1] = cos(t ω_i),
+    ω_i = max_len^(−2i/F) (POPGym's table, with log(max_len) in place of log(10⁴); computed, not
+    looked up, so any t works)."""
+
+    def __init__(self, size: int, max_len: int = 1024):
+        super().__init__()
+        self.size = size
+        self.norm = nn.LayerNorm(size, elementwise_affine=False)
+        self.strength = nn.Parameter(torch.tensor(0.5))
+        self.register_buffer("freq", torch.exp(torch.arange(0, size, 2) * (-math.log(max_len) / size)),
+                             persistent=False)
+
+    def code(self, t: Tensor, dtype) -> Tensor:
+        angle = t.unsqueeze(-1).to(dtype) * self.freq.to(dtype)              # [..., ceil(F/2)]
+        return torch.stack([angle.sin(), angle.cos()], -1).flatten(-2)[..., :self.size]
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        s = self.strength.clamp(0.0, 1.0)
+        return (1 - s) * self.norm(x) + s * self.code(t, x.dtype)
+
+
+def episode_steps(t0: Tensor, reset: Optional[Tensor], T: int) -> Tensor:
+    """Step index within the episode of each position of a [B,T] chunk: t0 [B] (the first
+    position's index unless it starts an episode) + j, restarting at 0 where ``reset``."""
+    pos = torch.arange(T, device=t0.device)
+    t = t0.unsqueeze(1) + pos
+    if reset is None:
+        return t
+    last = torch.where(reset, pos, -1).cummax(1).values                     # last episode start at or before j
+    return torch.where(last >= 0, pos - last, t)
+
+
 class PPOAgent(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, memory: Callable[[int], Memory],
                  pre_layers: Sequence[int] = (128, 64), post_layers: Sequence[int] = (64,),
-                 init: str = "reference"):
+                 init: str = "reference", time_embedding: Optional[str] = None):
         super().__init__()
+        if time_embedding not in TIME_EMBEDDINGS:
+            raise ValueError(f"ppo_agent.time_embedding={time_embedding!r}: valid: null (none) | sine")
+        if time_embedding is not None and len(pre_layers) == 0:
+            raise ValueError("ppo_agent.time_embedding=sine mixes the code into the first pre layer's "
+                             "features: give ppo_agent.pre_layers at least one layer")
         self.pre, size = relu_stack(obs_dim, pre_layers)
+        self.time_embedding = None
+        if time_embedding == "sine":
+            self.time_embedding = SineTimeEmbedding(int(pre_layers[0]))
         self.memory = memory(size)
         if init not in ("reference", "layer"):
             raise ValueError(f"ppo_agent.init={init}: valid: reference (orthogonal weights, zero biases) | layer")
@@ -39,7 +92,16 @@ class PPOAgent(nn.Module):
         nn.init.zeros_(self.v.bias)
 
     def initial_state(self, batch_size: int, device=None) -> State:
-        return self.memory.initial_state(batch_size, device)
+        state = self.memory.initial_state(batch_size, device)
+        if self.time_embedding is not None:  # + the step counter of each env's episode
+            state = (*state, torch.zeros(batch_size, dtype=torch.long, device=device))
+        return state
+
+    def _features(self, obs: Tensor, t: Tensor) -> Tensor:
+        if self.time_embedding is None:
+            return self.pre(obs)
+        first, rest = self.pre[:2], self.pre[2:]  # Linear + ReLU, then the others
+        return rest(self.time_embedding(first(obs), t))
 
     def _heads(self, h: Tensor) -> Tuple[Tensor, Tensor]:
         h = self.post(h)
@@ -49,11 +111,24 @@ class PPOAgent(nn.Module):
                 reset: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, State]:
         """Sequences obs [B,T,D] (``reset[b,t]``: obs[b,t] starts an episode) -> logits [B,T,A],
         values [B,T], the state after the last step."""
-        h, state = self.memory(self.pre(obs), state, reset)
+        if state is None:
+            state = self.initial_state(obs.shape[0], obs.device)
+        t = None
+        if self.time_embedding is not None:
+            *state, t0 = state
+            t = episode_steps(t0, reset, obs.shape[1])
+        h, mem = self.memory(self._features(obs, t), tuple(state), reset)
+        state = mem if t is None else (*mem, t[:, -1] + 1)
         return (*self._heads(h), state)
 
     @torch.no_grad()
     def step(self, obs: Tensor, state: State, reset: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, State]:
         """One acting step: obs [B,D] -> logits [B,A], values [B], new state."""
-        h, state = self.memory.step(self.pre(obs), state, reset)
+        t = None
+        if self.time_embedding is not None:
+            *state, t = state
+            if reset is not None:
+                t = torch.where(reset, torch.zeros_like(t), t)
+        h, mem = self.memory.step(self._features(obs, t), tuple(state), reset)
+        state = mem if t is None else (*mem, t + 1)
         return (*self._heads(h), state)

@@ -31,11 +31,12 @@ import envs
 from src.algos.ppo import PPO, gae
 from src.allocator import keep_freed_memory
 from src.checkpoint import load_checkpoint, require_same_config, save_checkpoint
-from src.config import ConfigError
+from src.config import ConfigError, upgrade_saved_config
 from src.logger import RunLogger
-from src.loop import NonFiniteError, resolve_device
+from src.loop import resolve_device
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
 from src.ppo_agent import PPOAgent
+from src.updates import NonFiniteError, non_finite, non_finite_advice
 
 log = logging.getLogger(__name__)
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
@@ -85,7 +86,7 @@ class PPOTrainer:
         memory = lambda d: instantiate(cfg.model.memory, input_size=d)  # noqa: E731  every model= works
         ag = cfg.ppo_agent
         self.agent = PPOAgent(obs_dim, int(act.n), memory, list(ag.pre_layers), list(ag.post_layers),
-                              ag.init).to(self.device)
+                              ag.init, ag.get("time_embedding")).to(self.device)
         self.algo = PPO(self.agent, lr=a.lr, clip=a.clip, epochs=a.epochs, num_minibatches=a.num_minibatches,
                         vf_coef=a.vf_coef, ent_coef=a.ent_coef, kl_coef=a.kl_coef, kl_target=a.kl_target,
                         value_clip=a.value_clip, vf_loss_clip=a.vf_loss_clip, grad_clip=a.grad_clip,
@@ -182,11 +183,12 @@ class PPOTrainer:
                 t1 = time.perf_counter()
                 stats = {f"train/{k}": v for k, v in self.algo.update(batch, init_state).items()}
                 t2 = time.perf_counter()
-                bad = {k: v for k, v in stats.items() if not math.isfinite(v)}
-                if bad:
-                    raise NonFiniteError(f"non-finite training values at iteration {self.iteration + 1} "
-                                         f"(model={self.cfg.model.name}): {bad}; the last checkpoint "
-                                         f"({self.ckpt_path}) is kept. Try a lower algo.lr or algo.grad_clip=0.5")
+                bad = non_finite(stats)
+                if bad:  # the same message as SAC's (src/loop.py)
+                    raise NonFiniteError(
+                        f"non-finite training values at iteration {self.iteration + 1} (model={self.cfg.model.name}, "
+                        f"env={self.cfg.env.name}): {bad}. Training stopped; the last good checkpoint "
+                        f"({self.ckpt_path}) is kept. In a new run, {non_finite_advice(bad, stats)}.")
                 self.iteration += 1
                 self.env_steps += self.N * self.T
                 self.updates += self.algo.epochs * self.algo.num_minibatches
@@ -245,7 +247,8 @@ class PPOTrainer:
 
     def load(self) -> dict:
         state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        require_same_config(state["config"], OmegaConf.to_container(self.cfg, resolve=True), self.ckpt_path)
+        saved = OmegaConf.to_container(upgrade_saved_config(OmegaConf.create(state["config"])), resolve=True)
+        require_same_config(saved, OmegaConf.to_container(self.cfg, resolve=True), self.ckpt_path)
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         c = state["counters"]

@@ -1,6 +1,6 @@
 """Keep a run's learning curve as data under docs/results/, and the table of every kept run.
 
-    python -m src.results add RUN_DIR [RUN_DIR ...] --group wind-paper [--note "..."]
+    python -m src.results add RUN_DIR [RUN_DIR ...] --group wind-paper [--note "..."] [--name NAME]
     python -m src.results table          # rewrite the table in docs/results/README.md
 
 ``add`` copies what a curve needs into ``docs/results/<group>/<run name>/``: ``.hydra/config.yaml``
@@ -89,7 +89,8 @@ def summarize(kept: Path) -> Dict[str, str]:
     overrides = yaml.safe_load((kept / ".hydra" / "overrides.yaml").read_text()) \
         if (kept / ".hydra" / "overrides.yaml").is_file() else []
     rows = _rows(kept / "progress.csv")
-    metric = "eval/success_eval"
+    popgym = cfg["task"]["name"] == "popgym"  # PPO runs: the training episodes' mean return (and its best, MMER)
+    metric = "eval/return_train" if popgym else "eval/success_eval"
     values = [v for v in (_num(r.get(metric)) for r in rows) if v is not None]
     commit = "?"
     if (kept / "git.txt").is_file():
@@ -104,8 +105,9 @@ def summarize(kept: Path) -> Dict[str, str]:
         "task / env": f"{cfg['task']['name']} / {cfg['env']['name']}",
         "preset": preset, "model": cfg["model"]["name"], "seed": str(cfg["seed"]),
         "env steps": f"{int(float(last.get('env_steps', 0))):,}",
-        "final / best success": (f"{values[-1]:.3f} / {max(values):.3f}" if values else "—"),
-        "final / best return": _final_best(rows, "eval/return_eval"),
+        "final / best success": (f"{values[-1]:.3f} / {max(values):.3f}" if values and not popgym else "—"),
+        "final / best return": (f"{values[-1]:.3f} / {max(values):.3f}" if values else "—") if popgym
+        else _final_best(rows, "eval/return_eval"),
         "wall": f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min",
         "machine": info.get("machine", "?"), "commit": commit,
         "command": "`python -m src.train " + " ".join(overrides) + "`",
@@ -142,12 +144,15 @@ def main(argv=None) -> int:
     a.add_argument("runs", nargs="+", type=Path)
     a.add_argument("--group", required=True, help="a folder name under docs/results, e.g. wind-paper")
     a.add_argument("--note", default="", help="one line for the table, e.g. 'stopped at 300k steps, continues'")
+    a.add_argument("--name", default=None, help="the kept folder's name (one run only; default: the run dir's)")
     sub.add_parser("table", help="rewrite the table in docs/results/README.md from the kept runs")
     args = p.parse_args(argv)
     try:
         if args.cmd == "add":
+            if args.name and len(args.runs) > 1:
+                raise ValueError(f"--name {args.name} names one run; {len(args.runs)} were given")
             for run in args.runs:
-                print(f"kept {add(run, args.group, args.note)}")
+                print(f"kept {add(run, args.group, args.note, name=args.name)}")
         write_table()
     except (FileNotFoundError, ValueError) as e:
         print(f"src.results: error: {e}", file=sys.stderr)

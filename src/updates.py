@@ -43,7 +43,7 @@ def non_finite(stats: Dict[str, float]) -> Dict[str, float]:
 def non_finite_advice(bad: Dict[str, float], stats: Dict[str, float]) -> str:
     """What to try, from what went non-finite: α on its own points at its schedule; the losses
     with huge gradient norms at the step size."""
-    if set(bad) <= {"train/alpha", "train/entropy"}:
+    if "train/alpha" in bad and set(bad) <= {"train/alpha", "train/entropy"}:  # (PPO has no α)
         return ("α (the entropy temperature) left the finite range: check algo.init_alpha (> 0) and "
                 "algo.alpha_lr, or fix α with algo.auto_alpha=false")
     norms = [v for k, v in stats.items() if k.endswith("grad_norm")]

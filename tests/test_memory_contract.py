@@ -176,3 +176,30 @@ def test_unread_forms_are_forward_without_the_readout(layer):
 def test_layers_ending_in_a_linear_expose_it():
     """The readout fold (src/agent.py) only pays off if the layers that can have it do."""
     assert {name for name in MODELS if build(name).readout is not None} == {"shm", "fwp", "mlstm", "s6"}
+
+
+def test_resets_inside_a_chunk_with_a_carried_state(layer):
+    """A rollout chunk as PPO stores it: the state carried in from the previous chunk (mid-episode),
+    an episode start inside the chunk. One forward = the acting steps one at a time = a forward up
+    to the reset (from the carried state) and a fresh forward from it."""
+    _, s0 = _seeded(layer, lambda: layer(_x(seed=7, t=5)))  # a reachable mid-episode state
+    x = _x(seed=2)
+    r = 4
+    reset = torch.zeros(B, T, dtype=torch.bool)
+    reset[:, r] = True
+    reset[1, 7] = True  # a second, short episode in one row
+    y, s = layer(x, s0, reset)
+    state, ys = tuple(t.clone() for t in s0), []  # GPT-2's step consumes its state in place
+    for t in range(T):
+        yt, state = layer.step(x[:, t], state, reset[:, t])
+        ys.append(yt)
+    _close(y, torch.stack(ys, 1))
+    _states_close(s, state)
+    ya, _ = layer(x[:, :r], s0)
+    _close(y[:, :r], ya)
+    for b in (0, 2):
+        yb, sb = layer(x[b:b + 1, r:])
+        _close(y[b:b + 1, r:], yb)
+        _states_close(tuple(t[b:b + 1] for t in s), sb)
+    _close(y[1:2, r:7], layer(x[1:2, r:7])[0])
+    _close(y[1:2, 7:], layer(x[1:2, 7:])[0])

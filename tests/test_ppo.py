@@ -9,8 +9,9 @@ import torch
 
 pytest.importorskip("popgym")
 
+import src.algos.ppo as ppo_module  # noqa: E402
 from src.algos.ppo import adapt_kl_coef, gae, ppo_loss  # noqa: E402
-from src.ppo_agent import PPOAgent  # noqa: E402
+from src.ppo_agent import PPOAgent, episode_steps  # noqa: E402
 from src.ppo_loop import PPOTrainer  # noqa: E402
 from tests.helpers import compose_cfg, read_csv  # noqa: E402
 from torchkit.memory.rnn import GRU  # noqa: E402
@@ -130,6 +131,77 @@ def test_rollout_masks_and_carried_state_reproduce_the_acting_steps():
 
 
 
+
+def test_episode_steps_restart_at_resets_and_continue_the_carried_count():
+    reset = torch.tensor([[False, False, True, False, False], [True, False, False, False, True]])
+    t = episode_steps(torch.tensor([7, 3]), reset, 5)
+    assert t.tolist() == [[7, 8, 0, 1, 2], [0, 1, 2, 3, 0]]
+    assert episode_steps(torch.tensor([2]), None, 3).tolist() == [[2, 3, 4]]
+
+
+@pytest.mark.parametrize("memory", [lambda d: GRU(d, 8, backend="torch"),
+                                    lambda d: SHM(d, 8, mem_size=4, theta_sampling="fixed", backend="eager")])
+def test_time_embedding_agent_keeps_the_contract_over_chunks(memory):
+    """With the sine time code, the state = memory state + the episode's step counter: a chunk that
+    starts mid-episode (state carried in) with an episode start inside it gives the acting steps'
+    outputs, and the part after the reset equals a fresh episode."""
+    torch.manual_seed(0)
+    agent = PPOAgent(5, 3, memory, pre_layers=[6, 4], post_layers=[7], time_embedding="sine").double()
+    obs = torch.randn(2, 9, 5, dtype=torch.float64)
+    reset = torch.zeros(2, 9, dtype=torch.bool)
+    reset[0, 3] = reset[1, 6] = True
+    _, _, s0 = agent(torch.randn(2, 5, 5, dtype=torch.float64))  # 5 steps into an episode
+    assert s0[-1].tolist() == [5, 5]
+    logits, values, state = agent(obs, s0, reset)
+    s = s0
+    for t in range(9):
+        lt, vt, s = agent.step(obs[:, t], s, reset[:, t])
+        assert torch.allclose(lt, logits[:, t]) and torch.allclose(vt, values[:, t])
+    assert all(torch.equal(a, b) if a.dtype == torch.long else torch.allclose(a, b) for a, b in zip(s, state))
+    assert state[-1].tolist() == [6, 3]
+    fresh, _, _ = agent(obs[:1, 3:])
+    assert torch.allclose(fresh, logits[:1, 3:])
+    # the code depends on the step: the same observation at steps 0 and 4 of an episode differs
+    same = obs[:1, :1].expand(1, 5, 5)
+    out, _, _ = agent(same)
+    assert not torch.allclose(out[0, 0], out[0, 4])
+
+
+def test_popgym_shm_sees_the_episode_step_and_gru_does_not():
+    """The SHM paper's POPGym script gives SHM (only) POPGym's sine time embedding; without it SHM's
+    keys, queries and decays see only the current card, and RepeatPrevious stays near random play
+    (docs/results/popgym)."""
+    shm, gru = (compose_cfg(["task=popgym", f"model={m}"]) for m in ("shm", "gru"))
+    assert shm.ppo_agent.time_embedding == "sine" and gru.ppo_agent.time_embedding is None
+    with pytest.raises(ValueError, match="time_embedding"):
+        PPOAgent(4, 2, lambda d: GRU(d, 8), time_embedding="learned")
+
+
+@pytest.mark.parametrize("model", ["gru", "shm"])
+def test_ratio_is_one_before_the_first_gradient_step(model, monkeypatch):
+    """The policy ratio of the first minibatch of an update (before any optimiser step) is 1: the
+    stored chunk-start states, resets and actions reproduce the acting distribution with the
+    model's own (fast) kernels, in the first chunk and in a later one (state carried)."""
+    cfg = compose_cfg(TINY + [f"model={model}"])
+    tr = PPOTrainer(cfg, "/nonexistent-not-written")
+    seen = []
+
+    def recording_loss(logits, values, actions, old_logits, *args, **kwargs):
+        if not seen:
+            lp = torch.log_softmax(logits, -1).gather(-1, actions.long().unsqueeze(-1))
+            old = torch.log_softmax(old_logits, -1).gather(-1, actions.long().unsqueeze(-1))
+            seen.append((lp - old).exp().detach())
+        return ppo_loss(logits, values, actions, old_logits, *args, **kwargs)
+
+    monkeypatch.setattr(ppo_module, "ppo_loss", recording_loss)
+    for chunk in range(3):
+        seen.clear()
+        batch, s0 = tr.collect()
+        tr.algo.update(batch, s0)
+        assert seen and torch.allclose(seen[0], torch.ones_like(seen[0]), rtol=0, atol=1e-5), \
+            (chunk, (seen[0] - 1).abs().max().item())
+
+
 @pytest.mark.parametrize("model", ["gru", "shm"])
 def test_tiny_run_writes_progress_csv(tmp_path, model):
     cfg = compose_cfg(TINY + [f"model={model}"])
@@ -246,3 +318,44 @@ def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
     assert [int(r["iteration"]) for r in read_csv(tmp_path / "stopped" / "progress.csv")] == [1, 2, 4]
     for (name, p), q in zip(full.agent.state_dict().items(), resumed.agent.state_dict().values()):
         assert torch.equal(p, q), name
+
+
+def test_non_finite_loss_stops_with_sacs_message(tmp_path, monkeypatch):
+    from src.updates import NonFiniteError
+    cfg = compose_cfg(TINY + ["model=gru", "model.memory.backend=torch", "eval.num_episodes=0"])
+    trainer = PPOTrainer(cfg, tmp_path)
+    update = trainer.algo.update
+
+    def poisoned(batch, init_state):
+        out = update(batch, init_state)
+        out["value_loss"] = float("nan")
+        return out
+
+    monkeypatch.setattr(trainer.algo, "update", poisoned)
+    with pytest.raises(NonFiniteError) as err:
+        trainer.run(cfg.logger)
+    msg = str(err.value)
+    assert "iteration 1" in msg and "train/value_loss" in msg and "env=repeat_previous_easy" in msg
+    assert "algo.grad_clip" in msg and "α" not in msg
+
+
+def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
+    """A PPO checkpoint whose config has no ppo_agent.time_embedding (runs before it existed) is the
+    same experiment as today's config with time_embedding null."""
+    cfg = compose_cfg(TINY + ["model=gru", "model.memory.backend=torch", "eval.num_episodes=0",
+                              "train.env_steps=256"])
+    PPOTrainer(cfg, tmp_path).run(cfg.logger)
+    path = tmp_path / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=False)
+    del state["config"]["ppo_agent"]["time_embedding"]
+    torch.save(state, path)
+    PPOTrainer(cfg, tmp_path).load()  # no config-difference error
+
+
+def test_recall_probe_builds_the_named_variants_and_runs():
+    from benchmarks.recall_probe import build, probe
+    plain, coded = build("shm:none@8"), build("shm:sine@8")
+    assert plain.time_embedding is None and coded.time_embedding is not None
+    assert plain.memory.mem_size == 8 and build("gru").time_embedding is None
+    r = probe("gru", steps=3, lr=1e-3, lag=4)
+    assert r["model"] == "gru" and 0.0 <= r["first"] <= 1.0 and 0.0 <= r["last"] <= 1.0

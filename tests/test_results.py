@@ -40,3 +40,22 @@ def test_kept_run_is_plottable_and_tabled(tmp_path):
     assert row["final / best return"] == f"{returns[-1]:.1f} / {max(returns):.1f}"
     assert row["commit"] == "0123456" and row["note"] == "tiny"
     assert row["command"] == "`python -m src.train experiment=smoke seed=3`"
+
+
+def test_ppo_runs_are_tabled_by_their_training_return(tmp_path):
+    """POPGym (PPO) runs have no success metric: the table shows the final mean return and its best
+    (MMER)."""
+    kept = tmp_path / "popgym" / "run"
+    (kept / ".hydra").mkdir(parents=True)
+    cfg = {"task": {"name": "popgym"}, "env": {"name": "repeat_previous_easy"}, "model": {"name": "shm"}, "seed": 0}
+    (kept / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (kept / "progress.csv").write_text("env_steps,time_s,eval/return_train,eval/mmer\n"
+                                       "10240,10,-0.5,-0.5\n20480,20,0.75,0.75\n30720,30,0.5,0.75\n")
+    row = results.summarize(kept)
+    assert row["final / best return"] == "0.500 / 0.750" and row["env steps"] == "30,720"
+    assert row["final / best success"] == "—"
+
+
+def test_name_names_one_run_only(tmp_path, capsys):
+    assert results.main(["add", str(tmp_path / "a"), str(tmp_path / "b"), "--group", "g", "--name", "x"]) == 2
+    assert "--name x names one run; 2 were given" in capsys.readouterr().err
