@@ -288,10 +288,11 @@ class Trainer:
                     stats = self._finish_iteration()
                     self._record(stats)
                     logger.log_scalars(stats, self.env_steps)
-                    bar.set_postfix({"success_eval": last_eval.get("eval/success_eval", float("nan")),
-                                     "alpha": f"{float(self.algo.alpha):.3g}",
-                                     "successes": self.successes_in_buffer,
-                                     "upd/s": round(stats["perf/updates_per_s"], 1)})
+                    postfix = {"success_eval": last_eval.get("eval/success_eval", float("nan")),
+                               "successes": self.successes_in_buffer, "upd/s": round(stats["perf/updates_per_s"], 1)}
+                    if self._has_alpha:
+                        postfix["alpha"] = f"{float(self.algo.alpha):.3g}"
+                    bar.set_postfix(postfix)
                     if self.eval_due() or self.iteration == tr.num_iters:
                         last_eval = self._eval_and_save(logger, start)
         finally:
@@ -299,6 +300,11 @@ class Trainer:
             bar.close()
             logger.close()
         return last_eval
+
+    @property
+    def _has_alpha(self) -> bool:
+        """SAC and SAC-Discrete have an entropy temperature to show; TD3 has none."""
+        return "alpha" in self.algo.STATS
 
     def _eval_and_save(self, logger: RunLogger, start: float) -> Dict[str, float]:
         """Evaluate, append the progress.csv row (counters, eval metrics, train/perf means since the
@@ -310,7 +316,8 @@ class Trainer:
         row.update({f"train/{k}": None for k in self.algo.STATS})  # fixed CSV columns from the first row
         row.update({"perf/updates_per_s": None, "perf/env_steps_per_s": None})
         row.update({k: float(np.mean(v)) for k, v in self._since_eval.items()})
-        row["train/alpha_now"] = float(self.algo.alpha)  # α at this row (train/alpha: mean since the last row)
+        if self._has_alpha:
+            row["train/alpha_now"] = float(self.algo.alpha)  # α at this row (train/alpha: mean since the last row)
         row["train/successes_in_buffer"] = self.successes_in_buffer
         self._since_eval = {}
         logger.log_row(row)
@@ -322,6 +329,7 @@ class Trainer:
         train_part = (f"train {metrics['eval/success_train']:.3f} " if "eval/success_train" in metrics else "")
         log.info(f"iter {self.iteration} | env steps {self.env_steps} | success {train_part}"
                  f"eval {metrics['eval/success_eval']:.3f} | return eval {metrics['eval/return_eval']:.2f} | "
-                 f"α {float(self.algo.alpha):.3g} | successes in buffer {self.successes_in_buffer} | "
+                 + (f"α {float(self.algo.alpha):.3g} | " if self._has_alpha else "") +
+                 f"successes in buffer {self.successes_in_buffer} | "
                  f"{self.elapsed:.0f}s")
         return metrics

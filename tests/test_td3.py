@@ -163,6 +163,7 @@ def test_tiny_td3_run_through_the_loop_and_resume(tmp_path, monkeypatch):
     for r in rows:
         assert math.isfinite(float(r["eval/return_eval"]))
     assert math.isfinite(float(rows[-1]["train/policy_loss"]))
+    assert "train/alpha_now" not in rows[0] and "train/alpha" not in rows[0]  # TD3 has no entropy temperature
     # stopped mid-iteration and resumed: the same rows (the update counter travels in the checkpoint)
     assert run_until_signal(compose_cfg(over), tmp_path / "b", 6, monkeypatch).updates == 6
     resumed = Trainer(compose_cfg(over), tmp_path / "b")
