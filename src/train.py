@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -121,17 +122,52 @@ def check_writable(directory: Path):
 EXIT_IO = 74  # sysexits' EX_IOERR: a checkpoint could not be written (input errors exit 2)
 
 
+# Hydra's command-line flags that take the next argument as their value (``--cfg job -p train``).
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_/.~+:-]*")  # what Hydra's grammar takes unquoted in a path
+
+
+def overrides_in(argv) -> list:
+    """The ``key=value`` overrides of a command line, without Hydra's flags and their values."""
+    overrides, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides
+
+
+def unquoted(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def quote_resume_path(argv) -> list:
+    """``resume=<dir>`` with a path Hydra cannot parse unquoted (sweep job dirs are named
+    ``..._experiment=paper``) is quoted for it, so the path can be pasted as it is."""
+    out = []
+    for arg in argv:
+        if arg.startswith("resume=") and not _PLAIN_PATH.fullmatch(arg[7:]) and unquoted(arg[7:]) == arg[7:]:
+            quote = "'" if "'" not in arg[7:] else '"'
+            arg = f"resume={quote}{arg[7:]}{quote}"
+        out.append(arg)
+    return out
+
+
 def precheck(argv) -> None:
     """What Hydra would only find after creating a run directory (or with a stack trace) is
     checked first: unknown group options, a resume dir that does not exist, an unwritable output
     location. One line each, exit code 2, nothing created."""
-    problems = check_group_options(argv)
+    problems = check_group_options(overrides_in(argv))
     target, target_key = "outputs", "paths.output_root"
     for arg in argv:
         for key in ("paths.output_root", "hydra.run.dir", "hydra.sweep.dir"):
             if arg.startswith(key + "="):
                 target, target_key = arg[len(key) + 1:], key
-        if arg.startswith("resume=") and arg != "resume=null" and not Path(arg[7:]).is_dir():
+        if arg.startswith("resume=") and arg != "resume=null" and not Path(unquoted(arg[7:])).is_dir():
             problems.append(f"{arg}: no such run directory")
     if "${" not in target:
         writable_error = check_writable(Path(target))
@@ -151,7 +187,7 @@ def composition_problems(argv) -> list:
     (``train.batchsize=4``) or that cannot parse is one line and exit 2, not Hydra's exit 1."""
     if any(a in ("-m", "--multirun", "--help", "-h", "--hydra-help") or a.startswith("--info") for a in argv):
         return []
-    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    overrides = [a for a in overrides_in(argv) if not a.lstrip("+~").startswith("hydra")]
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     from src.config import compose_config
@@ -165,5 +201,6 @@ def composition_problems(argv) -> list:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_resume_path(sys.argv[1:])
     precheck(sys.argv[1:])
     main()

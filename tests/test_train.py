@@ -105,6 +105,12 @@ def test_cli_unknown_model_lists_the_valid_ones():
     assert "unknown model 'nope'" in r.stderr and "shm" in r.stderr
 
 
+def test_cli_cfg_job_with_a_package_prints_that_key():
+    r = _cli("--cfg", "job", "-p", "train.num_iters", "task=pomdp", "env=halfcheetah_v")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "1500"
+
+
 def test_cli_help_lists_groups_and_examples():
     r = _cli("--help")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -118,16 +124,17 @@ def test_cli_bad_seed_names_the_key(tmp_path):
 
 
 def test_cli_smoke_run_and_resume(tmp_path):
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "run_experiment=smoke"  # named as a sweep job's dir: '=' in the path
     common = ["logger=none", "progress_bar=false"]
-    r = _cli("experiment=smoke", *common, f"hydra.run.dir={run_dir}")
+    r = _cli("experiment=smoke", *common, f"hydra.run.dir='{run_dir}'")
     assert r.returncode == 0, r.stderr[-2000:]
     rows = read_csv(run_dir / "progress.csv")
     assert rows and "eval/success_eval" in rows[-1]
     assert (run_dir / ".hydra" / "config.yaml").exists() and (run_dir / "git.txt").exists()
     r = _cli(f"resume={run_dir}", "model=shm")  # conflicts with the run's model
     assert r.returncode == 2 and "holds a different config" in r.stderr
-    r = _cli(f"resume={run_dir}", "progress_bar=false")  # finished run: resumes and stops at once
+    # finished run: resumes and stops at once; the path is pasted unquoted, src.train quotes it for Hydra
+    r = _cli(f"resume={run_dir}", "progress_bar=false")
     assert r.returncode == 0, r.stderr[-2000:]
     assert read_csv(run_dir / "progress.csv") == rows
 
