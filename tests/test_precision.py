@@ -237,3 +237,12 @@ def test_runs_saved_before_the_key_resume_as_fp32():
     saved = OmegaConf.create(OmegaConf.to_container(compose_cfg([])))  # as read from .hydra/config.yaml
     del saved["precision"]
     assert upgrade_saved_config(saved).precision == "fp32"
+
+
+def test_profile_update_benchmark_names_the_scan_and_the_time_per_update():
+    from benchmarks.profile_update import main
+    report = main(["--updates", "1", "--rows", "40", "--extra", "experiment=smoke", "model.memory.mem_size=4"])
+    import re
+    per_update = float(re.search(r"([0-9.]+) ms of self CPU time per update", report).group(1))
+    assert per_update > 0  # the profiler saw the update
+    assert "Adam" in report and "aten::" in report  # the optimiser step and the ops are in the table
