@@ -96,6 +96,10 @@ def validate(cfg: DictConfig) -> None:
     if cfg.agent.init not in ("reference", "layer"):
         raise ConfigError(f"agent.init={cfg.agent.init}: valid: reference (the released code's orthogonal "
                           f"weights, zero biases) | layer (each memory layer's own init)")
+    best_by = OmegaConf.select(cfg, "eval.best_by", default="success")
+    if best_by not in ("success", "return"):
+        raise ConfigError(f"eval.best_by={best_by}: valid: success (eval/success_eval) | return "
+                          f"(eval/return_eval, for tasks without a success criterion)")
     check_ranges(cfg)
     check_precision(cfg)
     tr, ev = cfg.train, cfg.env
@@ -175,7 +179,7 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     """A run's saved config in today's keys, so that runs started before a rename still resume:
     agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
     -> that model's config (model@agent.actor_memory); eval.num_episodes, model.actor_overrides and
-    ppo_agent.time_embedding where they were absent (null, {}, null)."""
+    ppo_agent.time_embedding where they were absent (null, {}, null); eval.best_by (success)."""
     saved = saved.copy()
     agent, model = saved.agent, saved.model
     if "orthogonal_init" in agent:
@@ -191,6 +195,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
             node.actor_overrides = {}
     if "num_episodes" not in saved.eval:
         saved.eval.num_episodes = None
+    if "best_by" not in saved.eval:  # runs from before eval.best_by kept the best success
+        saved.eval.best_by = "success"
     for key in ("seq_len", "updates_per_step"):  # runs from before windows / step-following updates
         if key not in saved.train:
             saved.train[key] = None

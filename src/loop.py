@@ -48,7 +48,7 @@ class Trainer:
         validate(cfg)
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ckpt_path = self.run_dir / "checkpoints" / "last.pt"
-        self.best_path = self.ckpt_path.with_name("best.pt")  # the evaluation with the best success so far
+        self.best_path = self.ckpt_path.with_name("best.pt")  # the best evaluation so far (eval.best_by)
         torch.set_num_threads(cfg.num_threads)
         keep_freed_memory()  # glibc: no page faults on every update's activations (src/allocator.py)
         torch.manual_seed(cfg.seed)
@@ -64,7 +64,7 @@ class Trainer:
                                     seq_len=cfg.train.get("seq_len"))
         self.iteration = self.env_steps = self.updates = self.episodes = 0
         self.successes_in_buffer = 0  # successful episodes collected (the reference's most telling number)
-        self.best_success = None  # best eval/success_eval so far (checkpoints/best.pt)
+        self.best_score = None  # best eval/success_eval (or eval/return_eval: eval.best_by) so far (best.pt)
         self.elapsed = 0.0
         self._since_eval: Dict[str, List[float]] = {}  # per-iteration stats since the last evaluation
         self._pending = None      # the current iteration's progress: collected, updates done, sums
@@ -208,7 +208,7 @@ class Trainer:
             "agent": self.agent.state_dict(), "algo": self.algo.state_dict(), "buffer": self.buffer.state_dict(),
             "counters": {"iteration": self.iteration, "env_steps": self.env_steps, "updates": self.updates,
                          "episodes": self.episodes, "elapsed": self.elapsed, "csv_rows": csv_rows,
-                         "successes_in_buffer": self.successes_in_buffer, "best_success": self.best_success},
+                         "successes_in_buffer": self.successes_in_buffer, "best_score": self.best_score},
             "pending": None if self._pending is None else
             {**self._pending, "sums": {k: float(v) for k, v in self._pending["sums"].items()}},
             "since_eval": self._since_eval,
@@ -231,7 +231,8 @@ class Trainer:
         self.iteration, self.env_steps, self.updates = c["iteration"], c["env_steps"], c["updates"]
         self.episodes, self.elapsed = c["episodes"], c["elapsed"]
         # absent in checkpoints written before these counters existed
-        self.successes_in_buffer, self.best_success = c.get("successes_in_buffer", 0), c.get("best_success")
+        self.successes_in_buffer = c.get("successes_in_buffer", 0)
+        self.best_score = c.get("best_score", c.get("best_success"))  # (best_success: before eval.best_by)
         self._pending, self._since_eval = state["pending"], state["since_eval"]
         restore_rng_states(state["rng"], self.rng, self.train_envs + self.eval_envs)
         return c
@@ -322,14 +323,17 @@ class Trainer:
         self._since_eval = {}
         logger.log_row(row)
         logger.flush()
-        best = self.best_success is None or metrics["eval/success_eval"] > self.best_success
+        score = metrics[f"eval/{self.cfg.eval.best_by}_eval"]  # success, or return where there is no success
+        best = self.best_score is None or score > self.best_score  # ties keep the earlier best.pt
         if best:
-            self.best_success = metrics["eval/success_eval"]
+            self.best_score = score
         self.save(csv_rows=logger.csv_rows, best=best)
         train_part = (f"train {metrics['eval/success_train']:.3f} " if "eval/success_train" in metrics else "")
-        log.info(f"iter {self.iteration} | env steps {self.env_steps} | success {train_part}"
-                 f"eval {metrics['eval/success_eval']:.3f} | return eval {metrics['eval/return_eval']:.2f} | "
-                 + (f"α {float(self.algo.alpha):.3g} | " if self._has_alpha else "") +
-                 f"successes in buffer {self.successes_in_buffer} | "
-                 f"{self.elapsed:.0f}s")
+        has_success = self.cfg.eval.best_by == "success"  # tasks without a success criterion: returns only
+        log.info(f"iter {self.iteration} | env steps {self.env_steps} | "
+                 + (f"success {train_part}eval {metrics['eval/success_eval']:.3f} | " if has_success else "")
+                 + f"return eval {metrics['eval/return_eval']:.2f} | "
+                 + (f"α {float(self.algo.alpha):.3g} | " if self._has_alpha else "")
+                 + (f"successes in buffer {self.successes_in_buffer} | " if has_success else "")
+                 + f"{self.elapsed:.0f}s")
         return metrics

@@ -163,7 +163,7 @@ def test_train_and_eval_keys_are_declared_in_train_yaml():
     base = OmegaConf.load(CONF / "train.yaml")
     assert set(base.train) >= {"num_warmup_rollouts", "num_iters", "rollouts_per_iter", "updates_per_iter",
                                "batch_size", "buffer_size", "warmup_action_range", "warmup_updates"}
-    assert set(base.eval) == {"interval", "num_episodes"}
+    assert set(base.eval) == {"interval", "num_episodes", "best_by"}
     for env in options("env"):
         cfg = compose_cfg([f"env={env}"])
         if cfg.env.id.lower().startswith("memrl/popgym"):

@@ -222,8 +222,28 @@ def test_best_checkpoint_is_the_first_evaluation_with_the_best_success(tmp_path,
     last, best = (load_checkpoint(tmp_path / "checkpoints" / f"{n}.pt") for n in ("last", "best"))
     assert set(best) == set(last) and set(best["counters"]) == set(last["counters"])
     assert best["counters"]["iteration"] == 1 and last["counters"]["iteration"] == 4
-    assert best["counters"]["best_success"] == last["counters"]["best_success"] == 0.5
+    assert best["counters"]["best_score"] == last["counters"]["best_score"] == 0.5
     assert not (tmp_path / "checkpoints" / "best.pt.tmp").exists()
     resumed = Trainer(cfg, tmp_path)
     resumed.load()
-    assert resumed.best_success == 0.5
+    assert resumed.best_score == 0.5
+
+
+def test_best_checkpoint_follows_the_return_where_there_is_no_success(tmp_path, monkeypatch, caplog):
+    """eval.best_by=return (task=pomdp, the MuJoCo meta tasks): success stays 0 there, so best.pt
+    follows eval/return_eval, and the progress line shows no success numbers."""
+    from src.checkpoint import load_checkpoint
+    returns = iter([-900.0, -300.0, -500.0, -200.0, -250.0])
+    real_evaluate = Trainer.evaluate
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: {**real_evaluate(self), "eval/success_eval": 0.0,
+                                                           "eval/return_eval": next(returns)})
+    cfg = compose_cfg(TINY + ["train.num_iters=4", "eval.interval=1", "eval.best_by=return"])
+    with caplog.at_level("INFO", logger="src.loop"):
+        Trainer(cfg, tmp_path).run(cfg.logger)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert best["counters"]["iteration"] == 3 and best["counters"]["best_score"] == -200.0
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iter ")]
+    assert lines and all("success" not in line and "return eval" in line for line in lines)
+    assert compose_cfg(["task=pomdp", "env=halfcheetah_v"]).eval.best_by == "return"
+    assert compose_cfg(["task=meta", "env=cheetah_vel"]).eval.best_by == "return"
+    assert compose_cfg(["task=meta", "env=wind"]).eval.best_by == "success"
