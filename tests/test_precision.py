@@ -229,6 +229,7 @@ def test_precision_is_a_config_key_defaulting_to_fp32_and_off_policy_only():
     assert compose_cfg([]).precision == "fp32"
     check_precision(compose_cfg(["precision=bf16"]))                       # SAC
     check_precision(compose_cfg(["task=credit", "precision=bf16"]))        # SAC-Discrete
+    check_precision(compose_cfg(["task=pomdp", "algo=td3", "precision=bf16"]))  # TD3
     with pytest.raises(ConfigError, match="algo=ppo trains in float32"):
         check_precision(compose_cfg(["task=popgym", "env=repeat_previous_easy", "precision=bf16"]))
 
