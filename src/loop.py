@@ -167,7 +167,7 @@ class Trainer:
             raise NonFiniteError(
                 f"non-finite training values at iteration {self.iteration + 1} (model={self.cfg.model.name}, "
                 f"env={self.cfg.env.name}): {bad}. Training stopped; the last good checkpoint "
-                f"({self.ckpt_path}) is kept. In a new run, {non_finite_advice(bad, stats)}.")
+                f"({self.ckpt_path}) is kept. In a new run, {non_finite_advice(bad, stats, self.cfg.algo.get('grad_clip'))}.")
         self.iteration += 1
         stats["perf/env_steps_per_s"] = p["steps"] / max(p["collect_s"], 1e-9)
         stats["perf/updates_per_s"] = n / max(p["update_s"], 1e-9)

@@ -188,7 +188,7 @@ class PPOTrainer:
                     raise NonFiniteError(
                         f"non-finite training values at iteration {self.iteration + 1} (model={self.cfg.model.name}, "
                         f"env={self.cfg.env.name}): {bad}. Training stopped; the last good checkpoint "
-                        f"({self.ckpt_path}) is kept. In a new run, {non_finite_advice(bad, stats)}.")
+                        f"({self.ckpt_path}) is kept. In a new run, {non_finite_advice(bad, stats, self.cfg.algo.get('grad_clip'))}.")
                 self.iteration += 1
                 self.env_steps += self.N * self.T
                 self.updates += self.algo.epochs * self.algo.num_minibatches

@@ -3,7 +3,7 @@ accumulates their statistics and can stop between two updates, and the iteration
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -40,13 +40,14 @@ def non_finite(stats: Dict[str, float]) -> Dict[str, float]:
     return {key: v for key, v in stats.items() if not math.isfinite(v)}
 
 
-def non_finite_advice(bad: Dict[str, float], stats: Dict[str, float]) -> str:
+def non_finite_advice(bad: Dict[str, float], stats: Dict[str, float], grad_clip: Optional[float] = None) -> str:
     """What to try, from what went non-finite: α on its own points at its schedule; the losses
-    with huge gradient norms at the step size."""
+    with huge gradient norms at the step size (a tighter clip when one is already set)."""
     if "train/alpha" in bad and set(bad) <= {"train/alpha", "train/entropy"}:  # (PPO has no α)
         return ("α (the entropy temperature) left the finite range: check algo.init_alpha (> 0) and "
                 "algo.alpha_lr, or fix α with algo.auto_alpha=false")
+    clip = "algo.grad_clip=1.0" if grad_clip is None else f"a tighter algo.grad_clip (now {grad_clip:g})"
     norms = [v for k, v in stats.items() if k.endswith("grad_norm")]
     if any(not math.isfinite(v) or v > 1e3 for v in norms):
-        return "the gradients exploded: try algo.grad_clip=1.0 or a lower algo.lr"
-    return "try algo.grad_clip=1.0 or a lower algo.lr; if it persists, check the env's rewards and observations"
+        return f"the gradients exploded: try {clip} or a lower algo.lr"
+    return f"try {clip} or a lower algo.lr; if it persists, check the env's rewards and observations"

@@ -155,3 +155,6 @@ def test_non_finite_advice_follows_the_cause():
     assert "algo.init_alpha" in non_finite_advice({"train/alpha": nan}, {"train/alpha": nan})
     stats = {"train/qf1_loss": nan, "train/q_grad_norm": 5e6}
     assert "gradients exploded" in non_finite_advice({"train/qf1_loss": nan}, stats)
+    assert "algo.grad_clip=1.0" in non_finite_advice({"train/qf1_loss": nan}, stats)
+    clipped = non_finite_advice({"train/qf1_loss": nan}, stats, grad_clip=0.5)
+    assert "tighter algo.grad_clip (now 0.5)" in clipped and "grad_clip=1.0" not in clipped
