@@ -40,30 +40,16 @@ template <typename V> inline V decay2(V y) {
   if constexpr (std::is_same_v<V, double>) {
     return std::exp2(y);
   } else {
-    using I = typename Lanes<V>::I;
-    constexpr float magic = 12582912.0f;  // 1.5·2^23
     y = y < -126.0f ? V{} - 126.0f : y;
     y = y > 126.0f ? V{} + 126.0f : y;
-    const V s = y + magic;
-    const V n = s - magic;
+    const V s = y + kRoundMagic;
+    const V n = s - kRoundMagic;
     const V r = y - n;
     const V r2 = r * r;
     // 2^r = Σ (r ln2)^k / k!, k <= 6 (Taylor; |r| <= 1/2: error < 3e-7 relative)
     const V p = (1.0f + 0.693147181f * r) + r2 * (0.240226507f + 0.0555041087f * r) +
                 (r2 * r2) * (0.00961812911f + 0.00133335581f * r + 0.000154035304f * r2);
-    I bits;
-    if constexpr (std::is_same_v<V, float>) {
-      float m = magic;
-      int32_t sb, mb;
-      std::memcpy(&sb, &s, 4);
-      std::memcpy(&mb, &m, 4);
-      bits = (sb - mb + 127) << 23;
-    } else {
-      bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + magic) + 127) << 23;
-    }
-    V scale;
-    std::memcpy(&scale, &bits, sizeof(V));
-    return p * scale;
+    return p * pow2_of_rounded(s);
   }
 }
 

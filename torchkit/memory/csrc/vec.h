@@ -67,28 +67,34 @@ template <typename S> struct Sum {
 // in Estrin's scheme, times 2^n from the exponent bits. n = round(y / ln2) by adding and
 // subtracting 1.5·2^23, whose low mantissa bits then hold n as an integer. Short dependency chains
 // matter here: the loops are latency-bound.
-template <typename V> inline V exp_in_range(V y) {
+// 2^n from s = n + 1.5·2^23 (n an integer in [-126, 127], rounded into s's low mantissa bits by
+// adding the magic constant): n's bits, re-biased, become the exponent field of a float.
+constexpr float kRoundMagic = 12582912.0f;  // 1.5·2^23
+template <typename V> inline V pow2_of_rounded(V s) {
   using I = typename Lanes<V>::I;
-  constexpr float magic = 12582912.0f;  // 1.5·2^23
-  const V s = y * 1.44269504088896341f + magic;
-  const V n = s - magic;
-  const V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
-  const V r2 = r * r, r4 = r2 * r2;
-  const V p = (5.0000001201e-1f + 1.6666665459e-1f * r) + r2 * (4.1665795894e-2f + 8.3334519073e-3f * r) +
-              r4 * (1.3981999507e-3f + 1.9875691500e-4f * r);
   I bits;
   if constexpr (std::is_same_v<V, float>) {
-    float m = magic;
+    float m = kRoundMagic;
     int32_t sb, mb;
     std::memcpy(&sb, &s, 4);
     std::memcpy(&mb, &m, 4);
     bits = (sb - mb + 127) << 23;
   } else {
-    bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + magic) + 127) << 23;
+    bits = (reinterpret_cast<I>(s) - reinterpret_cast<I>(V{} + kRoundMagic) + 127) << 23;
   }
   V scale;
   std::memcpy(&scale, &bits, sizeof(V));
-  return (r2 * p + r + 1.0f) * scale;
+  return scale;
+}
+
+template <typename V> inline V exp_in_range(V y) {
+  const V s = y * 1.44269504088896341f + kRoundMagic;
+  const V n = s - kRoundMagic;
+  const V r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
+  const V r2 = r * r, r4 = r2 * r2;
+  const V p = (5.0000001201e-1f + 1.6666665459e-1f * r) + r2 * (4.1665795894e-2f + 8.3334519073e-3f * r) +
+              r4 * (1.3981999507e-3f + 1.9875691500e-4f * r);
+  return (r2 * p + r + 1.0f) * pow2_of_rounded(s);
 }
 template <typename V> inline V exp_clamped(V y) {
   y = y < -87.0f ? V{} - 87.0f : y;
