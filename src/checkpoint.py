@@ -86,6 +86,17 @@ def require_same_config(saved: dict, current: dict, path: Path) -> None:
                          + "\nuse a new output directory, or resume with the run's own config")
 
 
+def load_run_checkpoint(path: Path, cfg, map_location="cpu") -> dict:
+    """A run's checkpoint, checked to come from the run's own config (``cfg``: the DictConfig of
+    this process; the saved one is first brought to today's keys)."""
+    from omegaconf import OmegaConf
+    from src.config import upgrade_saved_config
+    state = load_checkpoint(path, map_location=map_location)
+    saved = OmegaConf.to_container(upgrade_saved_config(OmegaConf.create(state["config"])), resolve=True)
+    require_same_config(saved, OmegaConf.to_container(cfg, resolve=True), path)
+    return state
+
+
 def rng_states(np_rng, envs) -> dict:
     """Every random stream of a run: torch (CPU and CUDA), the loop's numpy generator, each env's."""
     return {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state,

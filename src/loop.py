@@ -31,9 +31,9 @@ from src.buffer import EpisodeReplay
 from src.build import (action_dim, build_agent, build_algo, check_algo_and_action_space, episode_horizon,
                        resolve_device)
 from src.build import make_env as env_from_config
-from src.checkpoint import (load_checkpoint, publish_as, require_same_config, restore_rng_states, rng_states,
+from src.checkpoint import (load_run_checkpoint, publish_as, restore_rng_states, rng_states,
                             save_checkpoint)
-from src.config import upgrade_saved_config, validate
+from src.config import validate
 from src.logger import RunLogger
 from src.rollouts import eval_metrics, run_rollouts
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
@@ -221,9 +221,7 @@ class Trainer:
             save_checkpoint(state, self.ckpt_path)
 
     def load(self) -> dict:
-        state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        saved = OmegaConf.to_container(upgrade_saved_config(OmegaConf.create(state["config"])), resolve=True)
-        require_same_config(saved, OmegaConf.to_container(self.cfg, resolve=True), self.ckpt_path)
+        state = load_run_checkpoint(self.ckpt_path, self.cfg, map_location=self.device)
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         self.buffer.load_state_dict(state["buffer"])

@@ -30,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 import envs
 from src.algos.ppo import PPO, gae
 from src.allocator import keep_freed_memory
-from src.checkpoint import load_checkpoint, require_same_config, save_checkpoint
-from src.config import ConfigError, upgrade_saved_config
+from src.checkpoint import load_run_checkpoint, save_checkpoint
+from src.config import ConfigError
 from src.logger import RunLogger
 from src.loop import resolve_device
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
@@ -246,9 +246,7 @@ class PPOTrainer:
         }, self.ckpt_path)
 
     def load(self) -> dict:
-        state = load_checkpoint(self.ckpt_path, map_location=self.device)
-        saved = OmegaConf.to_container(upgrade_saved_config(OmegaConf.create(state["config"])), resolve=True)
-        require_same_config(saved, OmegaConf.to_container(self.cfg, resolve=True), self.ckpt_path)
+        state = load_run_checkpoint(self.ckpt_path, self.cfg, map_location=self.device)
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         c = state["counters"]

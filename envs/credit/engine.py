@@ -291,6 +291,16 @@ class PhasedGridEnv(gym.Env):
         self.phase: Optional[Phase] = None
         self.phase_index = 0
 
+    def _set_schedule(self, explore_steps: int, distractor_steps: int, reward_steps: int, final_reward: float,
+                      apple_reward: float, num_apples: int, respawn_every: int) -> None:
+        """The three phases' lengths, the rewards and the distractor phase's apples (both tasks')."""
+        if not 0 <= num_apples <= len(APPLE_CANDIDATE_CELLS):
+            raise ValueError(f"num_apples must be in [0, {len(APPLE_CANDIDATE_CELLS)}]")
+        self.phase_steps = (explore_steps, distractor_steps, reward_steps)
+        self.horizon = sum(self.phase_steps)
+        self.final_reward, self.apple_reward = final_reward, apple_reward
+        self.num_apples, self.respawn_every = num_apples, respawn_every
+
     def _new_episode(self) -> None:
         raise NotImplementedError
 

@@ -51,12 +51,8 @@ class KeyToDoorEnv(PhasedGridEnv):
                  final_reward: float = 10.0, apple_reward: float = 1.0, num_apples: int = 10,
                  respawn_every: int = 20, render_mode: Optional[str] = None):
         super().__init__(render_mode)
-        if not 0 <= num_apples <= len(APPLE_CANDIDATE_CELLS):
-            raise ValueError(f"num_apples must be in [0, {len(APPLE_CANDIDATE_CELLS)}]")
-        self.phase_steps = (explore_steps, distractor_steps, reward_steps)
-        self.horizon = sum(self.phase_steps)
-        self.final_reward, self.apple_reward = final_reward, apple_reward
-        self.num_apples, self.respawn_every = num_apples, respawn_every
+        self._set_schedule(explore_steps, distractor_steps, reward_steps, final_reward, apple_reward, num_apples,
+                           respawn_every)
         self.has_key = False
 
     def _new_episode(self) -> None:
