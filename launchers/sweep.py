@@ -14,6 +14,11 @@ What it does:
      requeued job import ``src/`` and compose ``conf/`` from the snapshot, never from the live
      checkout.
 ``--dry-run`` prints the command and the jobs it would start, and touches nothing.
+
+    python -m launchers.sweep --continue <sweep dir> [--background]
+
+launches a sweep again exactly as it was last launched (after a session, a reboot or a kill): the
+jobs with a checkpoint resume, finished ones stop at once.
 """
 from __future__ import annotations
 
@@ -107,6 +112,10 @@ def launch(overrides: Sequence[str], sweep_dir: Path, launcher: str = "local", *
             dirty = f", {len(meta.get('dirty') or [])} uncommitted change(s)" if meta.get("dirty") else ""
             print(f"snapshot:  {meta['method']} of {meta['source']} at {meta.get('commit') or 'no commit'}{dirty}",
                   file=out)
+    return _run(cmd, code, sweep_dir, background, out)
+
+
+def _run(cmd: List[str], code: Path, sweep_dir: Path, background: bool, out) -> int:
     with open(sweep_dir / "launch_command.txt", "a") as f:  # one line per (re)launch
         f.write(f"cd {shlex.quote(str(code))} && {shlex.join(cmd)}\n")
     env = dict(os.environ)
@@ -119,6 +128,26 @@ def launch(overrides: Sequence[str], sweep_dir: Path, launcher: str = "local", *
         print(f"started in the background: pid {proc.pid}, log {log}", file=out)
         return 0
     return subprocess.run(cmd, cwd=code, env=env).returncode
+
+
+def continue_sweep(sweep_dir: Path, *, background: bool = False, dry_run: bool = False, out=None) -> int:
+    """Launch a sweep again as it was last launched (the last line of its launch_command.txt), from
+    its own code snapshot, with this interpreter: every job that holds a checkpoint resumes (a
+    finished one stops at once), the others start. What to run after a session or a machine stop."""
+    out = out or sys.stdout
+    sweep_dir = Path(sweep_dir).resolve()
+    record = sweep_dir / "launch_command.txt"
+    if not record.exists():
+        raise ValueError(f"{sweep_dir} has no launch_command.txt, so it was not launched by launchers.sweep or "
+                         f"launchers.paper: continue a single run with python -m src.train resume=<run dir>")
+    line = [l for l in record.read_text().splitlines() if l.strip()][-1]  # "cd CODE && PYTHON -m src.train -m ..."
+    cd, _, command = line.partition(" && ")
+    code, cmd = Path(shlex.split(cd)[1]), [sys.executable, *shlex.split(command)[1:]]
+    if not (code / "src" / "train.py").exists():
+        raise ValueError(f"the sweep's code snapshot {code} is missing: launch the sweep again with its overrides")
+    print(f"sweep dir: {sweep_dir}\ncode:      {code}\ncommand:   cd {shlex.quote(str(code))} && {shlex.join(cmd)}",
+          file=out)
+    return 0 if dry_run else _run(cmd, code, sweep_dir, background, out)
 
 
 def add_launch_args(p: argparse.ArgumentParser) -> None:
@@ -143,8 +172,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_launch_args(p)
     p.add_argument("--name", default="sweep", help="sweep name in the default sweep dir (default: sweep)")
-    p.add_argument("overrides", nargs="+", help="Hydra overrides, with comma lists to sweep (model=gru,shm)")
+    p.add_argument("--continue", dest="continue_dir", type=Path, default=None, metavar="SWEEP_DIR",
+                   help="launch SWEEP_DIR again as it was last launched (its snapshot, its overrides): "
+                        "unfinished jobs resume, finished ones stop at once; no overrides needed")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, with comma lists to sweep (model=gru,shm)")
     a = p.parse_intermixed_args(argv)
+    if a.continue_dir is not None:
+        if a.overrides:
+            p.error("--continue takes no overrides: the sweep's own are used")
+        return run_cli("launchers.sweep", lambda: continue_sweep(a.continue_dir, background=a.background,
+                                                                 dry_run=a.dry_run))
+    if not a.overrides:
+        p.error("give Hydra overrides (model=gru,shm ...), or --continue SWEEP_DIR")
     sweep_dir = a.sweep_dir or default_sweep_dir(a.name)
     return run_cli("launchers.sweep", lambda: launch(
         a.overrides, sweep_dir, a.launcher, max_parallel=a.max_parallel, snapshot=not a.no_snapshot,

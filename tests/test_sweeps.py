@@ -300,6 +300,23 @@ def test_local_sweep_runs_each_job_in_its_own_dir_from_the_snapshot(smoke_sweep)
 
 
 @needs_submitit
+def test_continue_relaunches_the_sweep_as_launched_and_finished_jobs_stop(smoke_sweep):
+    sweep_dir, _ = smoke_sweep
+    runs = sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir())
+    before = [(p / "progress.csv").read_text() for p in runs]
+    r = subprocess.run([sys.executable, "-m", "launchers.sweep", "--continue", str(sweep_dir)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert sorted(p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir()) == runs  # the same job dirs
+    assert [(p / "progress.csv").read_text() for p in runs] == before  # finished: resumed and stopped
+    launches = (sweep_dir / "launch_command.txt").read_text().splitlines()
+    assert len(launches) == 2 and launches[1].split(" && ")[1].endswith(launches[0].split(" && ")[1].split(" -m ", 1)[1])
+    r = subprocess.run([sys.executable, "-m", "launchers.sweep", "--continue", str(runs[0])], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no launch_command.txt" in r.stderr
+
+
+@needs_submitit
 def test_plot_renders_the_real_sweep(smoke_sweep, tmp_path, capsys):
     from src import plot
     sweep_dir, _ = smoke_sweep
