@@ -287,8 +287,12 @@ class Trainer:
                     stats = self._finish_iteration()
                     self._record(stats)
                     logger.log_scalars(stats, self.env_steps)
-                    postfix = {"success_eval": last_eval.get("eval/success_eval", float("nan")),
-                               "successes": self.successes_in_buffer, "upd/s": round(stats["perf/updates_per_s"], 1)}
+                    if self.cfg.eval.best_by == "success":
+                        postfix = {"success_eval": last_eval.get("eval/success_eval", float("nan")),
+                                   "successes": self.successes_in_buffer}
+                    else:  # no success criterion: the return
+                        postfix = {"return_eval": round(last_eval.get("eval/return_eval", float("nan")), 1)}
+                    postfix["upd/s"] = round(stats["perf/updates_per_s"], 1)
                     if self._has_alpha:
                         postfix["alpha"] = f"{float(self.algo.alpha):.3g}"
                     bar.set_postfix(postfix)
