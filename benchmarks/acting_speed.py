@@ -31,7 +31,7 @@ import torch
 
 from src.config import compose_config
 from src.loop import Trainer
-from src.rollouts import run_rollouts
+from src.rollouts import random_actions, run_rollouts
 
 
 def legacy_rollouts(agent, env_list, tasks, mode, *, rng, device, discrete, action_dim, episodes_per_task,
@@ -48,11 +48,8 @@ def legacy_rollouts(agent, env_list, tasks, mode, *, rng, device, discrete, acti
     cur = np.stack(obs)
     state = agent.initial_actor_state(n, device) if mode != "random" else None
     while alive.any():
-        if mode == "random" and discrete:
-            actions = np.eye(A, dtype=np.float32)[rng.integers(A, size=n)]
-        elif mode == "random":
-            r = float(warmup_action_range)
-            actions = rng.uniform(-r, r, size=(n, A)).astype(np.float32)
+        if mode == "random":
+            actions = random_actions(rng, n, A, discrete, warmup_action_range)
         else:
             a, state = agent.act(torch.as_tensor(prev_a, device=device), torch.as_tensor(prev_r, device=device),
                                  torch.as_tensor(cur).to(device).float(), state,

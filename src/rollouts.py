@@ -46,11 +46,8 @@ def run_rollouts(agent: RecurrentActorCritic, env_list: Sequence, tasks, mode: s
     stepper = batch_stepper(env_list) if fast else LoopBatch(env_list)
     try:
         while alive.any():
-            if mode == "random" and discrete:
-                actions = np.eye(A, dtype=np.float32)[rng.integers(A, size=n)]
-            elif mode == "random":
-                r = float(warmup_action_range)
-                actions = rng.uniform(-r, r, size=(n, A)).astype(np.float32)
+            if mode == "random":
+                actions = random_actions(rng, n, A, discrete, warmup_action_range)
             else:
                 a, state = policy.act(torch.as_tensor(prev_a, device=device), torch.as_tensor(prev_r, device=device),
                                       torch.as_tensor(cur).to(device).float(), state,
@@ -76,6 +73,14 @@ def run_rollouts(agent: RecurrentActorCritic, env_list: Sequence, tasks, mode: s
     episodes = [{key: np.ascontiguousarray(v[i, :lengths[i] + (key == "obs")]) for key, v in stacked.items()}
                 for i in range(n)]
     return episodes, success, returns
+
+
+def random_actions(rng: np.random.Generator, n: int, action_dim: int, discrete: bool, action_range) -> np.ndarray:
+    """Warm-up actions [n, A]: one-hot uniform choices (discrete), else uniform on [-r, r]^A."""
+    if discrete:
+        return np.eye(action_dim, dtype=np.float32)[rng.integers(action_dim, size=n)]
+    r = float(action_range)
+    return rng.uniform(-r, r, size=(n, action_dim)).astype(np.float32)
 
 
 def eval_metrics(success: np.ndarray, returns: np.ndarray, splits) -> Dict[str, float]:
