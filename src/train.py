@@ -166,7 +166,7 @@ def precheck(argv) -> None:
     for arg in argv:
         for key in ("paths.output_root", "hydra.run.dir", "hydra.sweep.dir"):
             if arg.startswith(key + "="):
-                target, target_key = arg[len(key) + 1:], key
+                target, target_key = unquoted(arg[len(key) + 1:]), key  # Hydra strips the quotes too
         if arg.startswith("resume=") and arg != "resume=null" and not Path(unquoted(arg[7:])).is_dir():
             problems.append(f"{arg}: no such run directory")
     if "${" not in target:

@@ -83,6 +83,17 @@ def test_bad_options_are_refused_before_any_directory_exists(tmp_path, args, mat
     assert not any(out.rglob("*"))
 
 
+def test_a_quoted_run_dir_is_probed_without_its_quotes(tmp_path, monkeypatch):
+    # hydra.run.dir='<path with =>' (as sweep job dirs are named): the writability probe must create
+    # <path>, not a directory named "'<path>'" under the current directory
+    from src.train import precheck
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "job_experiment=smoke"
+    precheck([*SMOKE, f"hydra.run.dir='{run_dir}'"])
+    assert run_dir.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+
+
 def test_group_option_check_lists_the_valid_options():
     (msg,) = check_group_options(["env=wnd"])
     assert "did you mean env=wind?" in msg and "point_robot_10_190" in msg
