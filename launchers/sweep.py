@@ -19,6 +19,11 @@ What it does:
 
 launches a sweep again exactly as it was last launched (after a session, a reboot or a kill): the
 jobs with a checkpoint resume, finished ones stop at once.
+
+    python -m launchers.sweep --status <sweep dir> [<sweep or run dir> ...]
+
+prints where each run stands (progress, last and best eval, running / paused / stopped / finished,
+time left at its recent rate): launchers/status.py.
 """
 from __future__ import annotations
 
@@ -175,8 +180,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--continue", dest="continue_dir", type=Path, default=None, metavar="SWEEP_DIR",
                    help="launch SWEEP_DIR again as it was last launched (its snapshot, its overrides): "
                         "unfinished jobs resume, finished ones stop at once; no overrides needed")
+    p.add_argument("--status", nargs="+", type=Path, default=None, metavar="DIR",
+                   help="where the runs of these sweep dirs (or run dirs) stand: progress, last and best eval, "
+                        "running / paused / stopped / finished, time left; launches nothing")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, with comma lists to sweep (model=gru,shm)")
     a = p.parse_intermixed_args(argv)
+    if a.status is not None:
+        from launchers.status import status_table
+        return run_cli("launchers.sweep", lambda: print(status_table(a.status)) or 0)
     if a.continue_dir is not None:
         if a.overrides:
             p.error("--continue takes no overrides: the sweep's own are used")

@@ -317,6 +317,51 @@ def test_continue_relaunches_the_sweep_as_launched_and_finished_jobs_stop(smoke_
 
 
 @needs_submitit
+def test_status_reports_the_finished_sweep(smoke_sweep):
+    sweep_dir, _ = smoke_sweep
+    r = subprocess.run([sys.executable, "-m", "launchers.sweep", "--status", str(sweep_dir)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(sweep_dir.resolve()) and len(lines) == 4  # dir, header, two jobs
+    for line, model in zip(lines[2:], ("gru", "mlp")):
+        n = OmegaConf.load(next(sweep_dir.glob(f"wind_{model}_*")) / ".hydra" / "config.yaml").train.num_iters
+        assert line.startswith(f"wind_{model}_seed0") and f"iter {n}/{n} (100%)" in line and line.endswith("finished")
+
+
+def test_status_tells_running_paused_and_stopped_runs_apart(tmp_path):
+    from launchers.status import run_status, total_iterations
+    from src.loop import Trainer
+    cfg = compose_cfg(TINY + ["train.num_iters=2"])
+    run = tmp_path / "run"
+    Trainer(cfg, run).run(cfg.logger)
+    cfg.train.num_iters = 8  # the same rows against a larger budget: an unfinished run
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    row = run_status(run)
+    rows = read_csv(run / "progress.csv")
+    assert row["progress"] == f"{int(rows[-1]['env_steps']) / 1000:.0f}k env steps, iter 2/8 (25%)"
+    assert row["state"].startswith("stopped, ≈ ") or row["state"] == "stopped"
+    best = max(float(r["eval/success_eval"]) for r in rows)
+    assert row["success (last / best)"] == f"{float(rows[-1]['eval/success_eval']):.3f} / {best:.3f}"
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from src.rundir import RunLock; "
+                               f"RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(120)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_status(run)["state"].startswith(f"running (pid {holder.pid})")
+        os.kill(holder.pid, signal.SIGSTOP)
+        assert run_status(run)["state"].startswith(f"paused (pid {holder.pid}, SIGSTOP)")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run_status(run)["state"].startswith("stopped")  # the lock died with its holder
+    ppo = OmegaConf.create({"algo": {"name": "ppo"}, "train": {"env_steps": 15_000_000, "num_envs": 64, "rollout_len": 1024}})
+    assert total_iterations(ppo) == 229  # ceil(15M / 65,536)
+
+
+@needs_submitit
 def test_plot_renders_the_real_sweep(smoke_sweep, tmp_path, capsys):
     from src import plot
     sweep_dir, _ = smoke_sweep
