@@ -49,10 +49,10 @@ def check_algo_and_action_space(algo: str, env_name: str, act_space) -> bool:
                          f"Discrete (algo=sacd) are supported")
     if algo in ("sac", "td3") and discrete:
         raise ValueError(f"algo={algo} needs a continuous (Box) action space but env {env_name} has "
-                         f"{act_space}: use algo=sacd (task=credit)")
+                         f"{act_space}: use algo=sacd (off-policy, as task=credit runs) or algo=ppo (as task=popgym runs)")
     if algo == "sacd" and not discrete:
         raise ValueError(f"algo=sacd needs a discrete action space but env {env_name} has "
-                         f"{act_space}: use algo=sac (task=meta)")
+                         f"{act_space}: use algo=sac or algo=td3")
     return discrete
 
 

@@ -81,7 +81,8 @@ class PPOTrainer:
         self.venv = self._vector_env(self.N, seed=int(cfg.seed) * 100_003)
         act = self.venv.single_action_space
         if not isinstance(act, gym.spaces.Discrete):
-            raise ValueError(f"algo=ppo supports discrete actions only; env {cfg.env.name} has {act}")
+            raise ValueError(f"algo=ppo supports discrete actions only; env {cfg.env.name} has {act}: for continuous "
+                             f"actions use algo=sac or algo=td3 with an off-policy task (task=meta|pomdp)")
         obs_dim = int(np.prod(self.venv.single_observation_space.shape))
         memory = lambda d: instantiate(cfg.model.memory, input_size=d)  # noqa: E731  every model= works
         ag = cfg.ppo_agent

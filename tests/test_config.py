@@ -93,6 +93,7 @@ def test_reference_sizes_follow_the_env():
     (["task=credit", "eval.num_episodes=2.0"], "eval.num_episodes must be an integer"),
     (["num_threads=true"], "num_threads must be an integer"),
     (["agent.init=orthogonal"], "agent.init=orthogonal: valid: reference"),
+    (["task=popgym", "algo=sac"], r"algo=sac with task=popgym: that task's schedule is PPO's .*use algo=ppo"),
 ])
 def test_bad_values_are_named(override, match):
     with pytest.raises(ConfigError, match=match):
