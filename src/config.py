@@ -87,7 +87,7 @@ INTEGER_KEYS = {
 
 def validate(cfg: DictConfig) -> None:
     """Cheap sanity checks with messages that say how to fix the input."""
-    if OmegaConf.is_missing(cfg.train, "num_iters"):  # task=popgym's schedule has env_steps, not iterations
+    if cfg.algo.name != "ppo" and OmegaConf.is_missing(cfg.train, "num_iters"):  # task=popgym: env_steps, not iterations
         raise ConfigError(f"algo={cfg.algo.name} with task={cfg.task.name}: that task's schedule is PPO's "
                           f"(train.env_steps, num_envs, rollout_len), not an off-policy one: use algo=ppo, or "
                           f"set train.num_iters and eval.num_episodes, or pick an off-policy task (task=meta|credit|pomdp)")

@@ -7,7 +7,9 @@ Loads the run's saved config (RUN_DIR/.hydra/config.yaml) and a checkpoint, runs
 policy (fresh memory per episode, as the training loop's evaluation) and prints one row per split:
 episodes, success rate, return mean ± std (and per inner episode where a task has k > 1). Meta-RL
 envs (Wind, PointRobot) run the train and the eval tasks; credit-assignment envs (no task sets)
-run fresh episodes, reported as the eval split. The numbers use progress.csv's metric names.
+run fresh episodes, reported as the eval split. PPO runs (task=popgym) play ``episodes`` (default
+100) fresh episodes twice: greedily (argmax) and with sampled actions, as in training; POPGym has
+returns only. The numbers use progress.csv's metric names.
 
 Checkpoints (``ckpt=``): ``best`` = RUN_DIR/checkpoints/best.pt (the best evaluation's weights;
 an error naming the file when it is missing), ``last`` = checkpoints/last.pt, ``auto`` (default)
@@ -40,6 +42,8 @@ import numpy as np
 from src.recorded_episodes import Episode, attach_path_recorder, run_episodes  # noqa: F401
 from src.pictures import key_frame_indices, plot_trajectories, write_gif, write_key_frames  # noqa: F401
 
+PPO_EPISODES = 100  # default episodes per policy for a PPO run (POPGym), whose config has no task set
+
 USAGE = ("usage: python -m src.evaluate RUN_DIR [ckpt=auto|best|last|FILE] [episodes=N] [out=DIR] "
          "[device=auto|cpu|cuda] [tasks=K] [videos=M] [fps=F] [seed=S]")
 DEFAULTS = {"ckpt": "auto", "episodes": None, "out": None, "device": None, "tasks": 4, "videos": 2,
@@ -55,7 +59,7 @@ class EvalError(Exception):
 def parse_args(argv: Sequence[str]) -> dict:
     args, run_dirs = dict(DEFAULTS), []
     for tok in argv:
-        if "=" not in tok:
+        if "=" not in tok or "/" in tok.split("=", 1)[0] or Path(tok).is_dir():  # sweep job dirs hold '='
             run_dirs.append(tok)
             continue
         key, value = tok.split("=", 1)
@@ -152,16 +156,16 @@ def format_table(metrics: Dict[str, float], splits: Sequence[str], k: int) -> st
 
 
 # ----------------------------------------------------------------------------- pictures
-def evaluate(args: dict) -> int:
-    run_dir = args["run_dir"]
-    cfg = load_run_config(run_dir, args["device"])
-    ckpt_path = resolve_checkpoint(run_dir, args["ckpt"])
+def load_trained(cfg, run_dir: Path, ckpt_path: Path):
+    """The run's trainer (off-policy, or PPO for algo=ppo) with the checkpoint's agent weights, and
+    the checkpoint."""
     from omegaconf.errors import OmegaConfBaseException
 
     from src.checkpoint import CheckpointError, load_checkpoint
     from src.loop import Trainer
+    from src.ppo_loop import PPOTrainer
     try:
-        trainer = Trainer(cfg, run_dir)
+        trainer = (PPOTrainer if cfg.algo.get("name") == "ppo" else Trainer)(cfg, run_dir)
         ckpt = load_checkpoint(ckpt_path, map_location=trainer.device)
     except (CheckpointError, ValueError) as e:
         raise EvalError(str(e)) from e
@@ -176,30 +180,56 @@ def evaluate(args: dict) -> int:
         raise EvalError(f"{ckpt_path} does not fit the run's config {run_dir / '.hydra' / 'config.yaml'} "
                         f"({str(e).splitlines()[0]}): was the checkpoint copied from another run?") from e
     trainer.agent.eval()
+    return trainer, ckpt
+
+
+def ppo_metrics(trainer, episodes: int, seed: int):
+    """A PPO run (POPGym: returns only, no success): the same ``episodes`` fresh episodes played
+    greedily (argmax; progress.csv's eval/return_eval) and with sampled actions (as in training)."""
+    import torch
+    torch.manual_seed(seed)
+    metrics, lines = {}, ["| policy | episodes | return (mean ± std) |", "|---|---|---|"]
+    for name, key, greedy in (("greedy (argmax)", "eval", True), ("sampled (as in training)", "sampled", False)):
+        returns = trainer.play(episodes, seed * 100_003 + 70_000, greedy)
+        metrics.update({f"eval/return_{key}": float(returns.mean()), f"eval/return_{key}_std": float(returns.std()),
+                        f"eval/episodes_{key}": episodes})
+        lines.append(f"| {name} | {episodes} | {returns.mean():.3f} ± {returns.std():.3f} |")
+    return metrics, "\n".join(lines)
+
+
+def evaluate(args: dict) -> int:
+    run_dir = args["run_dir"]
+    cfg = load_run_config(run_dir, args["device"])
+    ckpt_path = resolve_checkpoint(run_dir, args["ckpt"])
+    trainer, ckpt = load_trained(cfg, run_dir, ckpt_path)
     out = Path(args["out"]) if args["out"] else run_dir / "eval" / ckpt_path.stem
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise EvalError(f"cannot create the output directory {out} ({e.strerror or e}); pass out=<a writable directory>")
 
-    k = int(cfg.env.get("episodes_per_task", 1))
-    splits = {"train": trainer.train_tasks, "eval": trainer.eval_tasks} if trainer.has_tasks else {"eval": trainer.eval_tasks}
-    metrics: Dict[str, float] = {}
-    results: Dict[str, List[Episode]] = {}
-    for offset, (split, task_set) in enumerate(splits.items()):
-        n = args["episodes"] or len(task_set)
-        tasks = [task_set[i % len(task_set)] for i in range(n)]
-        seeds = [args["seed"] * 100_003 + 70_000 + 10_000 * offset + i for i in range(n)]
-        results[split] = run_episodes(trainer, tasks, seeds, num_videos=args["videos"])
-        metrics.update(split_metrics(split, results[split]))
+    ppo = cfg.algo.get("name") == "ppo"
+    if ppo:
+        metrics, table = ppo_metrics(trainer, args["episodes"] or PPO_EPISODES, args["seed"])
+        results: Dict[str, List[Episode]] = {}
+    else:
+        metrics, results = {}, {}
+        k = int(cfg.env.get("episodes_per_task", 1))
+        splits = {"train": trainer.train_tasks, "eval": trainer.eval_tasks} if trainer.has_tasks else {"eval": trainer.eval_tasks}
+        for offset, (split, task_set) in enumerate(splits.items()):
+            n = args["episodes"] or len(task_set)
+            tasks = [task_set[i % len(task_set)] for i in range(n)]
+            seeds = [args["seed"] * 100_003 + 70_000 + 10_000 * offset + i for i in range(n)]
+            results[split] = run_episodes(trainer, tasks, seeds, num_videos=args["videos"])
+            metrics.update(split_metrics(split, results[split]))
+        table = format_table(metrics, list(splits), k)
 
     counters = ckpt.get("counters") or {}
     where = ", ".join(f"{name} {counters[c]}" for c, name in (("iteration", "iteration"), ("env_steps", "env steps"))
                       if c in counters)
     header = (f"run {run_dir} | {cfg.env.name} / {cfg.model.name} / seed {cfg.seed}\n"
-              f"checkpoint {ckpt_path}{f' ({where})' if where else ''} | deterministic policy, "
-              f"env seed {args['seed']}, device {trainer.device}")
-    table = format_table(metrics, list(splits), k)
+              f"checkpoint {ckpt_path}{f' ({where})' if where else ''} | "
+              f"{'greedy and sampled policies' if ppo else 'deterministic policy'}, env seed {args['seed']}, device {trainer.device}")
     print(header + "\n\n" + table + "\n")
     (out / "results.md").write_text(header + "\n\n" + table + "\n")
     (out / "results.json").write_text(json.dumps(
@@ -209,7 +239,7 @@ def evaluate(args: dict) -> int:
     for old in (*out.glob("trajectories_*.png"), *out.glob("episode*_success.*"), *out.glob("episode*_fail.*")):
         old.unlink()  # pictures of an earlier evaluation into this directory
 
-    if trainer.has_tasks and args["tasks"] > 0:
+    if not ppo and trainer.has_tasks and args["tasks"] > 0:
         probe = trainer._make_env().unwrapped
         all_goals = getattr(probe, "goals", None)
         for split, eps in results.items():

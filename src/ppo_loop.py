@@ -148,23 +148,28 @@ class PPOTrainer:
         return {k: v.transpose(0, 1).to(dev) for k, v in b.items()}, init_state
 
     @torch.no_grad()
-    def evaluate(self) -> Dict[str, float]:
-        """``eval.num_episodes`` greedy episodes (argmax), one per env of a fresh vector env with a
-        fixed seed (the same episodes at every evaluation)."""
-        n = int(self.cfg.eval.num_episodes)
-        if n == 0:
-            return {}
-        venv = self._vector_env(n, seed=int(self.cfg.seed) * 100_003 + 50_000)
-        obs, _ = venv.reset(seed=int(self.cfg.seed) * 100_003 + 50_000)
+    def play(self, n: int, seed: int, greedy: bool = True) -> np.ndarray:
+        """``n`` whole episodes, one per env of a fresh vector env seeded with ``seed``, from a fresh
+        memory: actions by argmax (``greedy``) or sampled from the policy. Returns their returns [n]."""
+        venv = self._vector_env(n, seed=seed)
+        obs, _ = venv.reset(seed=seed)
         state = self.agent.initial_state(n, self.device)
         returns, alive = np.zeros(n), np.ones(n, dtype=bool)
         while alive.any():
             logits, _, state = self.agent.step(self._t(obs), state)
-            obs, reward, term, trunc, _ = venv.step(logits.argmax(-1).cpu().numpy())
+            action = logits.argmax(-1) if greedy else torch.distributions.Categorical(logits=logits).sample()
+            obs, reward, term, trunc, _ = venv.step(action.cpu().numpy())
             returns += reward * alive
             alive &= ~(term | trunc)
         venv.close()
-        return {"eval/return_eval": float(returns.mean())}
+        return returns
+
+    def evaluate(self) -> Dict[str, float]:
+        """``eval.num_episodes`` greedy episodes with a fixed seed (the same episodes at every evaluation)."""
+        n = int(self.cfg.eval.num_episodes)
+        if n == 0:
+            return {}
+        return {"eval/return_eval": float(self.play(n, seed=int(self.cfg.seed) * 100_003 + 50_000).mean())}
 
     # ------------------------------------------------------------------ main loop
     def run(self, logger_cfg, resume: bool = False) -> Dict[str, float]:

@@ -98,6 +98,27 @@ def test_evaluate_a_smoke_run_of_every_family(runs, env, capsys):
     assert f"wrote {d / 'results.md'}" in out
 
 
+def test_evaluate_a_ppo_run(tmp_path, capsys):
+    from src.ppo_loop import PPOTrainer
+    from tests.test_ppo import TINY as PPO_TINY
+    cfg = compose_cfg(PPO_TINY + ["model=gru", "eval.num_episodes=0"])  # as task=popgym: no greedy episodes
+    run = tmp_path / "run_algo.lr=0.001"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    trainer = PPOTrainer(cfg, run)
+    trainer.run(cfg.logger)
+    before = fingerprint(run)
+    assert evaluate.main([str(run), "episodes=6", "ckpt=last"]) == 0
+    out = capsys.readouterr().out
+    assert fingerprint(run) == before
+    m = json.loads((run / "eval" / "last" / "results.json").read_text())["metrics"]
+    # the final weights (= last.pt) played greedily on the same seeded episodes give the same returns
+    assert m["eval/return_eval"] == pytest.approx(trainer.play(6, 70_000, greedy=True).mean(), abs=1e-9)
+    assert m["eval/episodes_eval"] == m["eval/episodes_sampled"] == 6 and -1 <= m["eval/return_sampled"] <= 1
+    assert f"| greedy (argmax) | 6 | {m['eval/return_eval']:.3f} ± " in out and "| sampled (as in training) | 6 |" in out
+    assert "checkpoints/last.pt (iteration 2, env steps 512)" in out
+
+
 def test_checkpoint_choice(runs, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(runs("tmaze_passive"), run)
@@ -154,6 +175,15 @@ def test_bad_input_is_exit_2(tmp_path, capsys, args, message):
     assert evaluate.main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("src.evaluate: error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_sweep_job_dir_with_an_equals_sign_is_the_run(tmp_path):
+    job = tmp_path / "wind_gru_seed0_algo.lr=0.001,experiment=paper"  # as Hydra names multirun jobs
+    job.mkdir()
+    args = evaluate.parse_args([str(job), "episodes=3"])
+    assert args["run_dir"] == job and args["episodes"] == 3
+    rel = evaluate.parse_args(["sweep/job_seed=1", "ckpt=last"])  # a relative path (not made yet) too
+    assert args["ckpt"] == "auto" and rel["run_dir"] == Path("sweep/job_seed=1") and rel["ckpt"] == "last"
 
 
 def test_paths_match_the_env_rewards_and_seeds_fix_the_episodes():
