@@ -78,9 +78,10 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 def require_same_config(saved: dict, current: dict, path: Path) -> None:
     """A checkpoint only continues the experiment that wrote it: every top-level config key outside
-    the runtime keys must be equal, else a ValueError lists the differences."""
-    from src.config import config_differences
-    diffs = config_differences(saved, current, saved_is="checkpoint has")
+    the runtime keys and the budget (a resumed run may be extended) must be equal, else a ValueError
+    lists the differences."""
+    from src.config import BUDGET_KEYS, config_differences
+    diffs = config_differences(saved, current, saved_is="checkpoint has", ignore=BUDGET_KEYS)
     if diffs:
         raise ValueError(f"{path} was written by a different config:\n  " + "\n  ".join(diffs)
                          + "\nuse a new output directory, or resume with the run's own config")

@@ -212,7 +212,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
 
 
 def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) -> DictConfig:
-    """The saved config of ``run_dir``; command-line overrides must agree with it. ``choices``: the
+    """The saved config of ``run_dir``; command-line overrides must agree with it, except the budget
+    (BUDGET_KEYS), which they may change. ``choices``: the
     config-group choices of this command (Hydra's runtime.choices), compared with the run's own
     (``experiment=paper`` on a run started without it is a conflict, not silently ignored)."""
     from src.rundir import saved_choices
@@ -241,7 +242,9 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
                 conflicts.append(f"{label}: run has {old!r}, command line asks {new!r}")
             continue
         new, old = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
-        if new != old:
+        if key in BUDGET_KEYS:  # a longer (or shorter) run: taken, and written to the run's config
+            OmegaConf.update(saved, key, new, merge=False)
+        elif new != old:
             conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
     if conflicts:
         raise ConfigError(f"resume={run_dir} holds a different config:\n  " + "\n  ".join(conflicts)
@@ -253,11 +256,28 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
     return saved
 
 
-def config_differences(saved: dict, current: dict, saved_is: str = "run has") -> list:
-    """Lines naming every top-level key (runtime keys aside) whose value differs."""
+def config_differences(saved: dict, current: dict, saved_is: str = "run has", ignore=()) -> list:
+    """Lines naming every top-level key (runtime keys aside) whose value differs; ``ignore``: dotted
+    keys left out of the comparison (BUDGET_KEYS when a checkpoint is loaded)."""
+    saved, current = _without(saved, ignore), _without(current, ignore)
     return [f"{k}: {saved_is} {saved.get(k)!r}, now {current.get(k)!r}"
             for k in sorted(set(saved) | set(current))
             if k not in RUNTIME_KEYS and saved.get(k) != current.get(k)]
+
+
+def _without(cfg: dict, dotted_keys) -> dict:
+    """A shallow copy of a resolved config without ``dotted_keys`` (two levels: "train.num_iters")."""
+    out = dict(cfg)
+    for key in dotted_keys:
+        group, _, leaf = key.partition(".")
+        if isinstance(out.get(group), dict) and leaf in out[group]:
+            out[group] = {k: v for k, v in out[group].items() if k != leaf}
+    return out
+
+
+# The run's length: a resumed run may change it (resume=<dir> train.num_iters=800 extends a finished
+# run); nothing else in a run depends on it (no schedule is stretched to the budget).
+BUDGET_KEYS = ("train.num_iters", "train.env_steps")
 
 
 GROUP_KEYS = ("task", "env", "model", "algo", "logger", "experiment")

@@ -70,21 +70,53 @@ def git_info() -> str:
     return f"commit: {commit}\ndirty: {bool(status)}\n{status}\n"
 
 
-def write_run_files(run_dir: Path, cfg: DictConfig, hydra_cfg, resumed: bool) -> None:
+def write_run_files(run_dir: Path, cfg: DictConfig, hydra_cfg, resumed: bool) -> List[str]:
     """A new run: ``.hydra/{config,overrides,hydra}.yaml`` and ``git.txt``. A resumed run keeps
-    its own ``.hydra`` and gets a line in ``git.txt`` with the code that continued it."""
+    its own ``.hydra`` (but for a changed budget) and gets a line in ``git.txt`` with the code that
+    continued it. Returns the budget changes ("train.num_iters 500 -> 800")."""
     run_dir = Path(run_dir)
     if resumed:
+        changed = record_budget(run_dir, cfg)
         with open(run_dir / "git.txt", "a") as f:
             commit = git_info().splitlines()[0].split(":", 1)[1].strip()
-            f.write(f"resumed {time.strftime('%Y-%m-%d %H:%M:%S')} with commit {commit}\n")
-        return
+            f.write(f"resumed {time.strftime('%Y-%m-%d %H:%M:%S')} with commit {commit}"
+                    + "".join(f"; {c}" for c in changed) + "\n")
+        return changed
     out = run_dir / ".hydra"
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     (out / "overrides.yaml").write_text(OmegaConf.to_yaml(list(hydra_cfg.overrides.task)))
     (out / "hydra.yaml").write_text(OmegaConf.to_yaml({"hydra": hydra_cfg}))
     (run_dir / "git.txt").write_text(git_info())
+    return []
+
+
+def record_budget(run_dir: Path, cfg: DictConfig) -> List[str]:
+    """A resume that changed the run's budget (``resume=<dir> train.num_iters=800``) writes it into
+    ``.hydra/config.yaml`` (atomically), so later resumes and src.evaluate see the run as it now is.
+    Returns "key old -> new" for each change."""
+    from src.config import BUDGET_KEYS
+    path = run_dir / ".hydra" / "config.yaml"
+    saved = OmegaConf.load(path)
+    changed = []
+    for key in sorted(BUDGET_KEYS):  # train.env_steps first: a num_iters derived from it then follows
+        old, new = _resolved(saved, key), _resolved(cfg, key)
+        if new is not None and new != old:
+            changed.append(f"{key} {old} -> {new}")
+            OmegaConf.update(saved, key, new, merge=False)
+    if changed:
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(OmegaConf.to_yaml(saved))
+        os.replace(tmp, path)
+    return changed
+
+
+def _resolved(cfg: DictConfig, key: str):
+    """The value at ``key``, None where it is missing (???) or cannot be resolved."""
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve here
+        return None
 
 
 def saved_choices(run_dir: Path) -> dict:

@@ -17,9 +17,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import (ConfigError, check_added_keys, check_precision, config_differences, load_resume_config,
-                        register_resolvers, upgrade_saved_config, validate)
-from src.rundir import RunLock, check_group_options, write_run_files
+from src.config import (CONF_DIR, GROUP_KEYS, ConfigError, check_added_keys, check_precision, config_differences,
+                        load_resume_config, register_resolvers, upgrade_saved_config, validate)
+from src.rundir import RunLock, check_group_options, saved_choices, write_run_files
 
 log = logging.getLogger("memrl")
 register_resolvers()
@@ -50,8 +50,10 @@ def run(cfg: DictConfig) -> dict:
         if not cfg.resume and checkpoint.exists():  # a requeued job continues its own run only
             check_same_run(run_dir, cfg)
         resumed = checkpoint.exists()
-        write_run_files(run_dir, cfg, hc, resumed)
+        budget_changes = write_run_files(run_dir, cfg, hc, resumed)
         log.info("run directory: %s", run_dir)
+        for change in budget_changes:
+            log.info("budget changed on resume: %s (written to .hydra/config.yaml)", change)
         if cfg.algo.name == "ppo":  # recurrent PPO (task=popgym)
             from src.ppo_loop import PPOTrainer
             return PPOTrainer(cfg, run_dir).run(cfg.logger, resume=resumed)
@@ -157,6 +159,24 @@ def quote_resume_path(argv) -> list:
     return out
 
 
+def with_run_choices(argv) -> list:
+    """``resume=<dir>``: the run's own config-group choices (task=popgym, model=shm, ...) join the
+    command line where it names none, so it composes as the run did and an override of a key only
+    those groups have (``train.env_steps`` of task=popgym, to extend the run) is accepted. Choices
+    whose config no longer exists are left out (the run's saved config is what resumes anyway)."""
+    resume = next((unquoted(a[7:]) for a in argv if a.startswith("resume=") and a != "resume=null"), None)
+    if resume is None or any(a in ("-m", "--multirun") for a in argv):
+        return list(argv)
+    given = {a.split("=", 1)[0].lstrip("+~") for a in overrides_in(argv)}
+    extra = []
+    for key, name in saved_choices(Path(resume)).items():
+        group = key.split("@", 1)[0]
+        if (key in GROUP_KEYS or key.startswith("model@")) and name is not None and key not in given \
+                and (CONF_DIR / group / f"{name}.yaml").is_file():
+            extra.append(f"{key}={name}")
+    return list(argv) + extra
+
+
 def precheck(argv) -> None:
     """What Hydra would only find after creating a run directory (or with a stack trace) is
     checked first: unknown group options, a resume dir that does not exist, an unwritable output
@@ -201,6 +221,6 @@ def composition_problems(argv) -> list:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_resume_path(sys.argv[1:])
+    sys.argv[1:] = with_run_choices(quote_resume_path(sys.argv[1:]))
     precheck(sys.argv[1:])
     main()

@@ -181,6 +181,32 @@ def test_resume_with_another_actor_memory_is_a_conflict(tmp_path):
         load_resume_config(tmp_path, compose_cfg(["model=shm"] + ov), ov)
 
 
+@pytest.mark.parametrize("start,override", [
+    (["env=wind"], "train.num_iters=800"),
+    (["task=credit", "env=visual_match"], "train.env_steps=3000000"),  # num_iters is derived from it
+    (["task=popgym"], "train.env_steps=20000000"),
+])
+def test_resume_may_change_the_budget_and_the_run_records_it(tmp_path, start, override):
+    from src.config import load_resume_config
+    from src.rundir import record_budget
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(compose_cfg(start), tmp_path / ".hydra" / "config.yaml")
+    key, value = override.split("=")
+    old = OmegaConf.select(compose_cfg(start), key)
+    longer = compose_cfg(start + [override])
+    cfg = load_resume_config(tmp_path, longer, [override])
+    assert OmegaConf.select(cfg, key) == int(value)
+    assert cfg.train.get("num_iters") == longer.train.get("num_iters")  # a derived num_iters follows
+    assert record_budget(tmp_path, cfg) == [f"{key} {old} -> {value}"]
+    saved = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
+    assert OmegaConf.select(saved, key) == int(value)
+    if "task=credit" in start:  # still the interpolation, now resolving to the longer run's
+        assert OmegaConf.is_interpolation(saved.train, "num_iters") and saved.train.num_iters == longer.train.num_iters
+    assert record_budget(tmp_path, cfg) == []  # written once
+    with pytest.raises(ConfigError, match=r"seed: run has 0, command line asks 5"):  # other keys: conflicts
+        load_resume_config(tmp_path, compose_cfg(start + ["seed=5"]), ["seed=5"])
+
+
 @pytest.mark.parametrize("model", options("model"))
 def test_every_memory_setting_is_in_its_model_config(model):
     """conf/model/<model>.yaml names every constructor argument of its layer (but input_size, which

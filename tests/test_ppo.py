@@ -2,10 +2,14 @@
 episode starts inside a chunk, rollouts whose sequence forward reproduces the acting steps, tiny
 end-to-end runs and an exact resume."""
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 pytest.importorskip("popgym")
 
@@ -359,3 +363,20 @@ def test_recall_probe_builds_the_named_variants_and_runs():
     assert plain.memory.mem_size == 8 and build("gru").time_embedding is None
     r = probe("gru", steps=3, lr=1e-3, lag=4)
     assert r["model"] == "gru" and 0.0 <= r["first"] <= 1.0 and 0.0 <= r["last"] <= 1.0
+
+
+def test_a_finished_ppo_run_is_extended_by_resume_with_more_env_steps(tmp_path):
+    """resume=<dir> train.env_steps=N: the command line composes with the run's own task=popgym
+    (train.env_steps exists only there), the run continues to N and its config records N."""
+    run = tmp_path / "run"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=Path(__file__).resolve().parents[1],
+                              capture_output=True, text=True, timeout=300)
+    r = cli(*TINY, "model=gru", f"hydra.run.dir={run}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = cli(f"resume={run}", "train.env_steps=1024")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [int(row["env_steps"]) for row in read_csv(run / "progress.csv")] == [256, 512, 768, 1024]
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").train.env_steps == 1024
+

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 from src.loop import Trainer
 from tests.helpers import TINY, compose_cfg, read_csv
@@ -137,6 +138,34 @@ def test_cli_smoke_run_and_resume(tmp_path):
     r = _cli(f"resume={run_dir}", "progress_bar=false")
     assert r.returncode == 0, r.stderr[-2000:]
     assert read_csv(run_dir / "progress.csv") == rows
+
+
+def test_a_finished_run_extended_on_resume_continues_as_a_longer_run(tmp_path):
+    from tests.test_reliability import rows_without_timing
+    common = ["experiment=smoke", "logger=none", "progress_bar=false", "eval.interval=2"]
+    short, long = tmp_path / "short", tmp_path / "long"
+    assert _cli(*common, "train.num_iters=2", f"hydra.run.dir={short}").returncode == 0
+    r = _cli(f"resume={short}", "train.num_iters=4", "progress_bar=false")  # the curve was still rising
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "budget changed on resume: train.num_iters 2 -> 4" in r.stdout
+    assert OmegaConf.load(short / ".hydra" / "config.yaml").train.num_iters == 4
+    assert "; train.num_iters 2 -> 4" in (short / "git.txt").read_text()
+    assert _cli(*common, "train.num_iters=4", f"hydra.run.dir={long}").returncode == 0
+    assert rows_without_timing(short / "progress.csv") == rows_without_timing(long / "progress.csv")
+    r = _cli(f"resume={short}", "train.batch_size=3")  # anything but the budget is still a conflict
+    assert r.returncode == 2 and "train.batch_size: run has" in r.stderr
+
+
+def test_resume_composes_with_the_runs_own_group_choices(tmp_path):
+    from src.train import with_run_choices
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save({"hydra": {"runtime": {"choices": {
+        "task": "popgym", "env": "repeat_previous_easy", "model": "shm", "algo": "ppo", "experiment": None,
+        "model@agent.actor_memory": None, "task_model": "popgym_shm", "hydra/launcher": "local",
+        "logger": "renamed_since"}}}}, tmp_path / ".hydra" / "hydra.yaml")
+    argv = [f"resume={tmp_path}", "train.env_steps=20000000", "model=shm"]
+    assert with_run_choices(argv) == argv + ["task=popgym", "env=repeat_previous_easy", "algo=ppo"]
+    assert with_run_choices(["model=gru"]) == ["model=gru"]  # not a resume: unchanged
 
 
 MODELS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml"))
