@@ -4,8 +4,8 @@
 
 Reads only run directories (any directory under the given paths that holds .hydra/config.yaml):
 the env, model and seed from .hydra/config.yaml, the curve from progress.csv. Writes, per env,
-``<env>.png``: the metric (default eval/success_eval) against env_steps, one line per model, the
-mean over seeds with a ± std band (seeds evaluated at different steps are interpolated onto a
+``<env>.png``: the metric (default: the runs' own measure, ``default_metric``) against env_steps,
+one line per model, the mean over seeds with a ± std band (seeds evaluated at different steps are interpolated onto a
 common grid that every seed covers), and ``summary.md``: per env and model, the final value
 (each seed's last evaluation) as mean ± std over seeds and as the interquartile mean (IQM) with a
 95 % stratified-bootstrap confidence interval, n seeds and the env steps reached; for success
@@ -95,6 +95,24 @@ def _select(cfg, key: str):
         return OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
     except Exception:  # noqa: BLE001 - a config we cannot resolve just lacks the key
         return None
+
+
+def default_metric(run_dirs: Sequence[Path]) -> str:
+    """The measure the runs themselves use, the most common one where they differ: POPGym's
+    eval/return_train for PPO runs, eval/return_eval where eval.best_by=return (tasks without a
+    success criterion), else eval/success_eval."""
+    from collections import Counter
+
+    from omegaconf import OmegaConf
+    votes: Counter = Counter()
+    for d in run_dirs:
+        try:
+            cfg = OmegaConf.load(d / ".hydra" / "config.yaml")
+        except Exception:  # noqa: BLE001 - load_runs reports it
+            continue
+        votes["eval/return_train" if _select(cfg, "algo.name") == "ppo" else
+              "eval/return_eval" if _select(cfg, "eval.best_by") == "return" else "eval/success_eval"] += 1
+    return votes.most_common(1)[0][0] if votes else "eval/success_eval"
 
 
 def load_runs(run_dirs: Sequence[Path], metric: str, x_key: str = "env_steps",
@@ -252,8 +270,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("paths", nargs="+", type=Path, help="run directories and/or directories that contain them")
     p.add_argument("--out", type=Path, default=None,
                    help="output dir (default: <path>/plots for one path, ./plots for several)")
-    p.add_argument("--metric", default="eval/success_eval",
-                   help="progress.csv column (default eval/success_eval; task=popgym runs: eval/return_train, eval/mmer)")
+    p.add_argument("--metric", default=None,
+                   help="progress.csv column (default: the runs' own measure: eval/success_eval, eval/return_eval "
+                        "where eval.best_by=return, eval/return_train for PPO runs; also eval/mmer, ...)")
     p.add_argument("--x", default="env_steps", help="x-axis column (default env_steps)")
     p.add_argument("--label", default="model.name",
                    help="config key(s), comma-separated, naming a curve (default model.name)")
@@ -264,6 +283,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error(f"--n-boot must be >= 1, got {a.n_boot}")
 
     run_dirs, problems = find_run_dirs(a.paths)
+    if a.metric is None:
+        a.metric = default_metric(run_dirs)
+        print(f"metric: {a.metric} (the runs' own measure; --metric picks another)", file=sys.stderr)
     runs, skipped = load_runs(run_dirs, a.metric, a.x, [k for k in a.label.split(",") if k])
     for msg in problems + skipped:
         print(f"skipped: {msg}", file=sys.stderr)

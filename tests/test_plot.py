@@ -106,6 +106,30 @@ def test_nothing_to_plot_is_an_error(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ IQM and its bootstrap interval
+def test_the_default_metric_is_the_runs_own_measure(tmp_path, capsys):
+    """PPO runs (POPGym: returns only) are plotted by eval/return_train without --metric."""
+    for seed in range(2):
+        run = tmp_path / "popgym" / f"repeat_previous_easy_shm_seed{seed}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "config.yaml").write_text(
+            f"seed: {seed}\nalgo:\n  name: ppo\nenv:\n  name: repeat_previous_easy\nmodel:\n  name: shm\n")
+        with open(run / "progress.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["env_steps", "iteration", "eval/return_train", "eval/mmer"])
+            w.writerows([[65536, 1, -0.5, -0.5], [131072, 2, 0.25 + seed / 4, 0.25 + seed / 4]])
+    assert plot.default_metric(sorted((tmp_path / "popgym").iterdir())) == "eval/return_train"
+    assert plot.main([str(tmp_path / "popgym"), "--out", str(tmp_path / "out")]) == 0
+    assert "metric: eval/return_train" in capsys.readouterr().err
+    md = (tmp_path / "out" / "summary.md").read_text()
+    assert md.startswith("# Final eval/return_train") and table_row(md, "shm")[1] == "0.375 ± 0.125"
+    (tmp_path / "popgym" / "repeat_previous_easy_shm_seed0" / ".hydra" / "config.yaml").write_text(
+        "seed: 0\neval:\n  best_by: return\nenv:\n  name: halfcheetah_v\nmodel:\n  name: shm\n")
+    runs = [tmp_path / "popgym" / "repeat_previous_easy_shm_seed0"]
+    assert plot.default_metric(runs) == "eval/return_eval"  # a task without success
+    make_run(tmp_path / "wind_gru_seed0", "wind", "gru", 0, [0], [0.5])
+    assert plot.default_metric([tmp_path / "wind_gru_seed0"]) == "eval/success_eval"
+
+
 def test_iqm_matches_hand_computed_values():
     # 8 scores: drop the 2 lowest (1, 2) and 2 highest (7, 8): mean(3, 4, 5, 6) = 4.5
     assert plot.iqm([5, 1, 8, 3, 7, 2, 6, 4]) == pytest.approx(4.5)
