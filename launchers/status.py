@@ -7,6 +7,8 @@ A run is "running" when a live process holds its ``.lock`` (``/proc/locks``; run
 without the lock are found by their run dir on a process's command line), "paused" when that
 process is stopped (SIGSTOP), "finished" when its last row reached the budget, else "stopped":
 continue a sweep with ``--continue <sweep dir>``, a single run with ``src.train resume=<run dir>``.
+Only processes of this machine are seen: a job running on a SLURM node shows as "stopped" here
+(its "last row" age tells it is alive).
 The time left is projected from the run's own recent rows (their ``time_s``), so it reflects the
 load the run saw lately.
 """

@@ -143,11 +143,13 @@ def split_metrics(split: str, episodes: Sequence[Episode]) -> Dict[str, float]:
     return out
 
 
-def format_table(metrics: Dict[str, float], splits: Sequence[str], k: int) -> str:
+def format_table(metrics: Dict[str, float], splits: Sequence[str], k: int, has_success: bool = True) -> str:
+    """The results table; ``has_success=False`` (tasks scored by return, eval.best_by=return) shows "—"."""
     head = "| split | episodes | success | return (mean ± std) |" + "".join(f" return ep{j + 1} |" for j in range(k if k > 1 else 0))
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in splits:
-        row = (f"| {s} | {metrics[f'eval/episodes_{s}']} | {metrics[f'eval/success_{s}']:.3f} | "
+        success = f"{metrics[f'eval/success_{s}']:.3f}" if has_success else "—"
+        row = (f"| {s} | {metrics[f'eval/episodes_{s}']} | {success} | "
                f"{metrics[f'eval/return_{s}']:.2f} ± {metrics[f'eval/return_{s}_std']:.2f} |")
         if k > 1:
             row += "".join(f" {metrics[f'eval/return_{s}_ep{j + 1}']:.2f} |" for j in range(k))
@@ -222,7 +224,7 @@ def evaluate(args: dict) -> int:
             seeds = [args["seed"] * 100_003 + 70_000 + 10_000 * offset + i for i in range(n)]
             results[split] = run_episodes(trainer, tasks, seeds, num_videos=args["videos"])
             metrics.update(split_metrics(split, results[split]))
-        table = format_table(metrics, list(splits), k)
+        table = format_table(metrics, list(splits), k, cfg.eval.get("best_by", "success") == "success")
 
     counters = ckpt.get("counters") or {}
     where = ", ".join(f"{name} {counters[c]}" for c, name in (("iteration", "iteration"), ("env_steps", "env steps"))

@@ -177,6 +177,12 @@ def test_bad_input_is_exit_2(tmp_path, capsys, args, message):
     assert err.startswith("src.evaluate: error: ") and message in err and err.count("\n") == 1
 
 
+def test_tasks_scored_by_return_show_no_success_column_value():
+    m = {"eval/episodes_eval": 3, "eval/success_eval": 0.0, "eval/return_eval": -296.4, "eval/return_eval_std": 8.2}
+    assert evaluate.format_table(m, ["eval"], 1).splitlines()[2] == "| eval | 3 | 0.000 | -296.40 ± 8.20 |"
+    assert evaluate.format_table(m, ["eval"], 1, has_success=False).splitlines()[2] == "| eval | 3 | — | -296.40 ± 8.20 |"
+
+
 def test_a_sweep_job_dir_with_an_equals_sign_is_the_run(tmp_path):
     job = tmp_path / "wind_gru_seed0_algo.lr=0.001,experiment=paper"  # as Hydra names multirun jobs
     job.mkdir()
