@@ -279,8 +279,10 @@ def test_plot_reads_ppo_runs(tmp_path, capsys):
         PPOTrainer(cfg, run).run(cfg.logger)
         (run / ".hydra").mkdir()
         OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    assert plot_main([str(tmp_path / "sweep")]) == 1  # no eval/success_eval: the error names the columns
-    assert "eval/mmer, eval/return_train" in capsys.readouterr().err
+    assert plot_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "default")]) == 0  # PPO's own measure
+    assert (tmp_path / "default" / "summary.md").read_text().startswith("# Final eval/return_train")
+    assert plot_main([str(tmp_path / "sweep"), "--metric", "eval/success_eval"]) == 1  # no such data: the error
+    assert "eval/mmer, eval/return_train" in capsys.readouterr().err                  # names the columns
     assert plot_main([str(tmp_path / "sweep"), "--metric", "eval/mmer", "--out", str(tmp_path / "plots")]) == 0
     summary = (tmp_path / "plots" / "summary.md").read_text()
     assert "### repeat_previous_easy" in summary and "| shm |" in summary and "| gru |" in summary
