@@ -151,6 +151,14 @@ def run_status(run_dir: Path, now: Optional[float] = None) -> Dict[str, str]:
     return out
 
 
+def continue_command(path: Path) -> str:
+    """How to continue the stopped runs of ``path``: the sweep's --continue, or a run's resume=."""
+    import shlex
+    if (path / "launch_command.txt").exists():
+        return f"python -m launchers.sweep --continue {shlex.quote(str(path))} --background"
+    return f"python -m src.train resume={shlex.quote(str(path))}"
+
+
 def status_table(paths: List[Path], now: Optional[float] = None) -> str:
     """A text table per sweep dir (or one for the run dirs given)."""
     blocks = []
@@ -164,5 +172,7 @@ def status_table(paths: List[Path], now: Optional[float] = None) -> str:
         lines = [str(Path(path).expanduser().resolve()),
                  "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
         lines += ["  ".join(r.get(c, "").ljust(w) for c, w in zip(columns, widths)).rstrip() for r in rows]
+        if any(r["state"].startswith("stopped") for r in rows):
+            lines.append(f"continue: {continue_command(Path(path).expanduser().resolve())}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)

@@ -357,6 +357,8 @@ def test_status_tells_running_paused_and_stopped_runs_apart(tmp_path):
         holder.kill()
         holder.wait()
     assert run_status(run)["state"].startswith("stopped")  # the lock died with its holder
+    from launchers.status import status_table
+    assert status_table([run]).splitlines()[-1] == f"continue: python -m src.train resume={run}"
     ppo = OmegaConf.create({"algo": {"name": "ppo"}, "train": {"env_steps": 15_000_000, "num_envs": 64, "rollout_len": 1024}})
     assert total_iterations(ppo) == 229  # ceil(15M / 65,536)
 
