@@ -221,7 +221,9 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
     if not Path(run_dir).is_dir():
         raise ConfigError(f"resume={run_dir}: no such run directory")
     if not saved_path.exists():
-        raise ConfigError(f"resume={run_dir}: {saved_path} is missing, so this is not a memrl run directory")
+        hint = (f"; it is a sweep dir: continue its runs with python -m launchers.sweep --continue {run_dir}, "
+                f"or resume one of its job dirs" if (Path(run_dir) / "launch_command.txt").exists() else "")
+        raise ConfigError(f"resume={run_dir}: {saved_path} is missing, so this is not a memrl run directory{hint}")
     saved = upgrade_saved_config(OmegaConf.load(saved_path))
     old_choices = saved_choices(run_dir)
     conflicts = []

@@ -207,6 +207,15 @@ def test_resume_may_change_the_budget_and_the_run_records_it(tmp_path, start, ov
         load_resume_config(tmp_path, compose_cfg(start + ["seed=5"]), ["seed=5"])
 
 
+def test_resume_of_a_sweep_dir_points_to_continue(tmp_path):
+    from src.config import load_resume_config
+    with pytest.raises(ConfigError, match=r"not a memrl run directory$"):
+        load_resume_config(tmp_path, compose_cfg([]), [])
+    (tmp_path / "launch_command.txt").write_text("cd code && python -m src.train -m model=gru,shm\n")
+    with pytest.raises(ConfigError, match=f"it is a sweep dir: continue its runs with python -m launchers.sweep --continue {tmp_path}"):
+        load_resume_config(tmp_path, compose_cfg([]), [])
+
+
 @pytest.mark.parametrize("model", options("model"))
 def test_every_memory_setting_is_in_its_model_config(model):
     """conf/model/<model>.yaml names every constructor argument of its layer (but input_size, which
