@@ -37,14 +37,16 @@ def run_dirs(path: Path) -> List[Path]:
 def total_iterations(cfg) -> Optional[int]:
     """The run's budget in iterations: ``train.num_iters`` (off-policy loop), or PPO's
     ceil(train.env_steps / (num_envs * rollout_len))."""
-    tr = cfg.get("train", {})
-    if cfg.get("algo", {}).get("name") == "ppo":
-        try:
+    from src.config import register_resolvers
+    register_resolvers()  # num_iters may be derived from train.env_steps (credit tasks)
+    try:
+        tr = cfg.get("train", {})
+        if cfg.get("algo", {}).get("name") == "ppo":
             return math.ceil(int(tr["env_steps"]) / (int(tr["num_envs"]) * int(tr["rollout_len"])))
-        except (KeyError, TypeError, ValueError):
-            return None
-    n = tr.get("num_iters")
-    return int(n) if isinstance(n, int) else None
+        n = tr.get("num_iters")
+        return int(n) if isinstance(n, int) else None
+    except Exception:  # noqa: BLE001 - a config this code cannot read: the budget is unknown
+        return None
 
 
 def _float(value) -> float:
@@ -122,7 +124,10 @@ def run_status(run_dir: Path, now: Optional[float] = None) -> Dict[str, str]:
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     total = total_iterations(cfg)
     progress_csv = run_dir / "progress.csv"
-    rows = list(csv.DictReader(open(progress_csv))) if progress_csv.exists() else []
+    rows = []
+    if progress_csv.exists():
+        with open(progress_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
     out = {"run": run_dir.name, "success (last / best)": _last_best(rows, ("eval/success_eval",)),
            "return (last / best)": _last_best(rows, ("eval/return_eval", "eval/return_train"))}
 

@@ -361,6 +361,14 @@ def test_status_tells_running_paused_and_stopped_runs_apart(tmp_path):
     assert status_table([run]).splitlines()[-1] == f"continue: python -m src.train resume={run}"
     ppo = OmegaConf.create({"algo": {"name": "ppo"}, "train": {"env_steps": 15_000_000, "num_envs": 64, "rollout_len": 1024}})
     assert total_iterations(ppo) == 229  # ceil(15M / 65,536)
+    credit = compose_cfg(["task=credit", "env=visual_match"])  # num_iters derived from env_steps by a resolver
+    job = tmp_path / "credit"
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(credit, job / ".hydra" / "config.yaml")
+    (job / "progress.csv").write_text("env_steps,iteration,time_s,eval/success_eval\n6000,1,5.0,0.5\n")
+    r = subprocess.run([sys.executable, "-m", "launchers.sweep", "--status", str(job)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)  # a fresh process: no resolvers registered yet
+    assert r.returncode == 0 and f"iter 1/{credit.train.num_iters} (" in r.stdout, r.stdout + r.stderr
 
 
 @needs_submitit
