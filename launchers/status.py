@@ -23,6 +23,8 @@ from typing import Dict, List, Optional
 
 from omegaconf import OmegaConf
 
+from src.config import unquoted
+
 
 def run_dirs(path: Path) -> List[Path]:
     """``path`` itself if it is a run dir, else its job dirs (a sweep dir's subfolders with a config)."""
@@ -85,7 +87,7 @@ def lock_holder(run_dir: Path) -> Optional[int]:
             args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "src.train" in args and any(a.startswith("resume=") and a[7:].strip("'\"") == str(run_dir) for a in args):
+        if "src.train" in args and any(a.startswith("resume=") and unquoted(a[7:]) == str(run_dir) for a in args):
             return int(proc.name)
     return None
 

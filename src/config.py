@@ -37,6 +37,19 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("memrl_iters", iters_for_budget)
 
 
+def select_or_none(cfg: DictConfig, key: str):
+    """The value at dotted ``key``, None where it is missing (???) or cannot be resolved here."""
+    try:
+        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve outside its run
+        return None
+
+
+def unquoted(value: str) -> str:
+    """A command-line value without one pair of enclosing quotes (Hydra strips them too)."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
 def updates_per_iter(updates_per_env_step, horizon, rollouts_per_iter) -> int:
     """ceil(ratio x T) updates per collected episode (the reference's ⌈0.25 T⌉), times the rollouts."""
     return max(1, math.ceil(float(updates_per_env_step) * int(horizon))) * int(rollouts_per_iter)

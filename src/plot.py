@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from src.aggregate import N_BOOT, fmt_iqm, iqm, iqm_rows, stratified_bootstrap_ci  # noqa: F401
+from src.config import select_or_none
 
 # Paper order and colours: SHM first in red, the baselines after it, then anything else.
 MODEL_ORDER = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm", "lstm", "mlp"]
@@ -89,14 +90,6 @@ def read_curve(csv_path: Path, x_key: str, y_key: str) -> Tuple[np.ndarray, np.n
     return xs, np.array([pts[x] for x in xs], dtype=float)
 
 
-def _select(cfg, key: str):
-    from omegaconf import OmegaConf
-    try:
-        return OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
-    except Exception:  # noqa: BLE001 - a config we cannot resolve just lacks the key
-        return None
-
-
 def default_metric(run_dirs: Sequence[Path]) -> str:
     """The measure the runs themselves use, the most common one where they differ: POPGym's
     eval/return_train for PPO runs, eval/return_eval where eval.best_by=return (tasks without a
@@ -110,8 +103,8 @@ def default_metric(run_dirs: Sequence[Path]) -> str:
             cfg = OmegaConf.load(d / ".hydra" / "config.yaml")
         except Exception:  # noqa: BLE001 - load_runs reports it
             continue
-        votes["eval/return_train" if _select(cfg, "algo.name") == "ppo" else
-              "eval/return_eval" if _select(cfg, "eval.best_by") == "return" else "eval/success_eval"] += 1
+        votes["eval/return_train" if select_or_none(cfg, "algo.name") == "ppo" else
+              "eval/return_eval" if select_or_none(cfg, "eval.best_by") == "return" else "eval/success_eval"] += 1
     return votes.most_common(1)[0][0] if votes else "eval/success_eval"
 
 
@@ -125,7 +118,7 @@ def load_runs(run_dirs: Sequence[Path], metric: str, x_key: str = "env_steps",
         except Exception as e:  # noqa: BLE001
             skipped.append(f"{d}: unreadable .hydra/config.yaml ({e})")
             continue
-        env = _select(cfg, "env.name")
+        env = select_or_none(cfg, "env.name")
         if env is None:
             skipped.append(f"{d}: no env.name in .hydra/config.yaml")
             continue
@@ -137,8 +130,8 @@ def load_runs(run_dirs: Sequence[Path], metric: str, x_key: str = "env_steps",
         if len(x) == 0:
             skipped.append(f"{d}: progress.csv has no rows with {x_key} and {metric}")
             continue
-        label = "/".join(str(_select(cfg, k)) for k in label_keys)
-        runs.append(Run(d, str(env), label, _select(cfg, "seed"), x, y))
+        label = "/".join(str(select_or_none(cfg, k)) for k in label_keys)
+        runs.append(Run(d, str(env), label, select_or_none(cfg, "seed"), x, y))
     return runs, skipped
 
 

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import CONF_DIR, ConfigError
+from src.config import CONF_DIR, ConfigError, select_or_none
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +100,7 @@ def record_budget(run_dir: Path, cfg: DictConfig) -> List[str]:
     saved = OmegaConf.load(path)
     changed = []
     for key in sorted(BUDGET_KEYS):  # train.env_steps first: a num_iters derived from it then follows
-        old, new = _resolved(saved, key), _resolved(cfg, key)
+        old, new = select_or_none(saved, key), select_or_none(cfg, key)
         if new is not None and new != old:
             changed.append(f"{key} {old} -> {new}")
             OmegaConf.update(saved, key, new, merge=False)
@@ -110,13 +110,6 @@ def record_budget(run_dir: Path, cfg: DictConfig) -> List[str]:
         os.replace(tmp, path)
     return changed
 
-
-def _resolved(cfg: DictConfig, key: str):
-    """The value at ``key``, None where it is missing (???) or cannot be resolved."""
-    try:
-        return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
-    except Exception:  # noqa: BLE001 - an interpolation that cannot resolve here
-        return None
 
 
 def saved_choices(run_dir: Path) -> dict:

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import (CONF_DIR, GROUP_KEYS, ConfigError, check_added_keys, check_precision, config_differences,
-                        load_resume_config, register_resolvers, upgrade_saved_config, validate)
+                        load_resume_config, register_resolvers, unquoted, upgrade_saved_config, validate)
 from src.rundir import RunLock, check_group_options, saved_choices, write_run_files
 
 log = logging.getLogger("memrl")
@@ -141,10 +141,6 @@ def overrides_in(argv) -> list:
         elif not arg.startswith("-"):
             overrides.append(arg)
     return overrides
-
-
-def unquoted(value: str) -> str:
-    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
 
 
 def quote_resume_path(argv) -> list:
