@@ -18,6 +18,9 @@ an error naming the file when it is missing), ``last`` = checkpoints/last.pt, ``
 Written to ``out`` (default RUN_DIR/eval/<checkpoint name>, e.g. RUN_DIR/eval/best/), never into
 the run's checkpoints/ or progress.csv:
   results.md, results.json        the table and its numbers
+  episodes.csv                    off-policy runs: one row per episode (split, task, success, return,
+                                  length; meta-RL: final distance to the goal, Wind: the task's wind),
+                                  to see which tasks a policy fails
   trajectories_{train,eval}.png   meta-RL: the paths of the first ``tasks`` (default 4) episodes of
                                   each split: start, goal region, path per inner episode
   episode{i}_{success|fail}.gif   credit: the first ``videos`` (default 2) episodes frame by frame
@@ -32,6 +35,7 @@ Exit code 2 (one line on stderr) for a bad run directory, a missing checkpoint o
 """
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -108,10 +112,11 @@ def resolve_checkpoint(run_dir: Path, choice: str) -> Path:
 
 
 def load_run_config(run_dir: Path, device: Optional[str]):
-    """The run's saved config (memrl's resolvers registered), with the device overridden if asked."""
+    """The run's saved config in today's keys (runs of older commits too: upgrade_saved_config) with
+    memrl's resolvers registered, and the device overridden if asked."""
     from omegaconf import OmegaConf
 
-    from src.config import register_resolvers
+    from src.config import register_resolvers, upgrade_saved_config
     if not run_dir.is_dir():
         raise EvalError(f"{run_dir}: no such run directory")
     path = run_dir / ".hydra" / "config.yaml"
@@ -123,6 +128,8 @@ def load_run_config(run_dir: Path, device: Optional[str]):
         cfg = OmegaConf.load(path)
     except Exception as e:  # noqa: BLE001 - YAML errors of several kinds
         raise EvalError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+    if all(key in cfg for key in ("agent", "model", "eval", "train")):  # else load_trained names what is wrong
+        cfg = upgrade_saved_config(cfg)
     if device is not None:
         cfg.device = device
     cfg.resume = None
@@ -199,6 +206,30 @@ def ppo_metrics(trainer, episodes: int, seed: int):
     return metrics, "\n".join(lines)
 
 
+def episode_rows(split: str, episodes: Sequence[Episode]) -> List[dict]:
+    """One row per episode; distance = from the last position of the last inner episode to the goal."""
+    rows = []
+    for ep in episodes:
+        row = {"split": split, "task": "" if ep.task is None else int(ep.task), "success": int(ep.success),
+               "return": float(np.sum(ep.returns)) if ep.returns is not None else "", "length": ep.length}
+        if ep.paths and ep.goal is not None:
+            row["final_distance"] = float(np.linalg.norm(ep.paths[-1][-1] - ep.goal))
+        if ep.wind is not None:
+            row["wind_x"], row["wind_y"] = (float(w) for w in ep.wind)
+        rows.append(row)
+    return rows
+
+
+def write_episode_table(results: Dict[str, List[Episode]], path: Path) -> Path:
+    rows = [r for split, eps in results.items() for r in episode_rows(split, eps)]
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
 def evaluate(args: dict) -> int:
     run_dir = args["run_dir"]
     cfg = load_run_config(run_dir, args["device"])
@@ -238,6 +269,8 @@ def evaluate(args: dict) -> int:
         {"run_dir": str(run_dir), "checkpoint": str(ckpt_path), "counters": counters, "env": cfg.env.name,
          "model": cfg.model.name, "seed": cfg.seed, "env_seed": args["seed"], "metrics": metrics}, indent=2) + "\n")
     written = [out / "results.md", out / "results.json"]
+    if results:
+        written.append(write_episode_table(results, out / "episodes.csv"))
     for old in (*out.glob("trajectories_*.png"), *out.glob("episode*_success.*"), *out.glob("episode*_fail.*")):
         old.unlink()  # pictures of an earlier evaluation into this directory
 

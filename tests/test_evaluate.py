@@ -258,3 +258,33 @@ def test_checkpoints_that_do_not_fit_are_exit_2(runs, tmp_path, capsys):
     assert evaluate.main([str(broken)]) == 2
     assert "cannot build the agent" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (broken / "eval").exists()
+
+
+def test_a_run_saved_by_an_older_commit_is_evaluated(runs, tmp_path, capsys):
+    """Runs that predate a key rename (here: agent.actor_memory as a model name, as the Wind
+    reproduction's snapshot saved it) load through upgrade_saved_config, as they resume."""
+    old = tmp_path / "old_run"
+    shutil.copytree(runs("wind"), old, ignore=shutil.ignore_patterns("eval"))
+    cfg = OmegaConf.load(old / ".hydra" / "config.yaml")
+    cfg.agent.actor_memory = "gru"
+    for key in ("best_by", "num_episodes"):
+        cfg.eval.pop(key, None)
+    OmegaConf.save(cfg, old / ".hydra" / "config.yaml")
+    assert evaluate.main([str(old), "ckpt=last", "tasks=0"]) == 0, capsys.readouterr().err
+    assert "| split | episodes | success |" in capsys.readouterr().out
+
+
+def test_episode_table_has_a_row_per_episode_with_the_wind(runs, capsys):
+    run = runs("wind")
+    assert evaluate.main([str(run), "ckpt=last", "tasks=0", "out=" + str(run / "eval" / "table")]) == 0
+    import csv
+    rows = list(csv.DictReader(open(run / "eval" / "table" / "episodes.csv")))
+    res = json.loads((run / "eval" / "table" / "results.json").read_text())["metrics"]
+    for split in ("train", "eval"):
+        mine = [r for r in rows if r["split"] == split]
+        assert len(mine) == res[f"eval/episodes_{split}"]
+        assert np.mean([int(r["success"]) for r in mine]) == pytest.approx(res[f"eval/success_{split}"])
+        assert np.mean([float(r["return"]) for r in mine]) == pytest.approx(res[f"eval/return_{split}"])
+    for r in rows:  # success at goal radius 0.01 (Wind's default) <=> ended within it
+        assert abs(float(r["wind_x"])) <= 0.1 and abs(float(r["wind_y"])) <= 0.1
+        assert (float(r["final_distance"]) <= 0.01) == bool(int(r["success"]))
