@@ -91,6 +91,8 @@ def summarize(kept: Path) -> Dict[str, str]:
     rows = _rows(kept / "progress.csv")
     popgym = cfg["task"]["name"] == "popgym"  # PPO runs: the training episodes' mean return (and its best, MMER)
     metric = "eval/return_train" if popgym else "eval/success_eval"
+    # tasks without a success criterion (eval.best_by=return; task=pomdp runs saved before that key)
+    by_return = (cfg.get("eval") or {}).get("best_by", "return" if cfg["task"]["name"] == "pomdp" else "success") == "return"
     values = [v for v in (_num(r.get(metric)) for r in rows) if v is not None]
     commit = "?"
     if (kept / "git.txt").is_file():
@@ -105,7 +107,7 @@ def summarize(kept: Path) -> Dict[str, str]:
         "task / env": f"{cfg['task']['name']} / {cfg['env']['name']}",
         "preset": preset, "model": cfg["model"]["name"], "seed": str(cfg["seed"]),
         "env steps": f"{int(float(last.get('env_steps', 0))):,}",
-        "final / best success": (f"{values[-1]:.3f} / {max(values):.3f}" if values and not popgym else "—"),
+        "final / best success": (f"{values[-1]:.3f} / {max(values):.3f}" if values and not (popgym or by_return) else "—"),
         "final / best return": (f"{values[-1]:.3f} / {max(values):.3f}" if values else "—") if popgym
         else _final_best(rows, "eval/return_eval"),
         "wall": f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min",

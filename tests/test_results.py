@@ -59,3 +59,18 @@ def test_ppo_runs_are_tabled_by_their_training_return(tmp_path):
 def test_name_names_one_run_only(tmp_path, capsys):
     assert results.main(["add", str(tmp_path / "a"), str(tmp_path / "b"), "--group", "g", "--name", "x"]) == 2
     assert "--name x names one run; 2 were given" in capsys.readouterr().err
+
+
+def test_tasks_without_success_show_a_dash(tmp_path):
+    """Runs scored by return (eval.best_by=return, and task=pomdp runs saved before that key) have
+    no success column value, only returns."""
+    progress = "env_steps,time_s,eval/return_eval,eval/success_eval\n10000,10,-555.4,0\n20000,20,-300.0,0\n"
+    for name, cfg_eval in (("new", {"best_by": "return"}), ("old", {})):
+        kept = tmp_path / "g" / name
+        (kept / ".hydra").mkdir(parents=True)
+        cfg = {"task": {"name": "pomdp"}, "env": {"name": "halfcheetah_v"}, "model": {"name": "gru"}, "seed": 0,
+               "eval": cfg_eval}
+        (kept / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+        (kept / "progress.csv").write_text(progress)
+        row = results.summarize(kept)
+        assert row["final / best success"] == "—" and row["final / best return"] == "-300.0 / -300.0"
