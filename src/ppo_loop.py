@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -207,7 +208,10 @@ class PPOTrainer:
                 if row_due or self.iteration == self.total_iterations() or self.signals.received is not None:
                     self.elapsed = time.perf_counter() - start
                     last = self._write_row(logger)
-                if self.signals.received is not None:
+                if self.signals.received is not None:  # logged first: the default action ends the process at once
+                    log.info("received %s: iteration %d finished and checkpointed (%d env steps), stopping; "
+                             "continue with python -m src.train resume=%s", signal.Signals(self.signals.received).name,
+                             self.iteration, self.env_steps, self.run_dir)
                     self.signals.forward(f"at iteration {self.iteration}; the checkpoint in {self.ckpt_path.parent} resumes it")
         finally:
             self.signals.restore()

@@ -289,11 +289,12 @@ def test_plot_reads_ppo_runs(tmp_path, capsys):
     assert (tmp_path / "plots" / "repeat_previous_easy.png").stat().st_size > 0
 
 
-def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
+def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path, caplog):
     import os
     import signal
 
     from src.loop import TrainingInterrupted
+    caplog.set_level("INFO", logger="src.ppo_loop")
     cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "eval.interval=2", "model.memory.backend=torch"])
     full = PPOTrainer(cfg, tmp_path / "full")
     full.run(cfg.logger)
@@ -316,6 +317,9 @@ def test_stop_signal_writes_a_checkpoint_and_the_resumed_run_matches(tmp_path):
             stopped.run(cfg.logger)
         assert e.value.exit_code == 128 + signal.SIGUSR2 and stopped.iteration == 1
         assert requeue == [signal.SIGUSR2]  # forwarded once, after the checkpoint
+        # said before the hand-off (a default action would end the process before any later line)
+        assert "received SIGUSR2: iteration 1 finished and checkpointed" in caplog.text
+        assert f"resume={tmp_path / 'stopped'}" in caplog.text
         assert signal.getsignal(signal.SIGUSR2) is submitit_like  # the trainer's handler is gone again
     finally:
         signal.signal(signal.SIGUSR2, previous)
