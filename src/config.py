@@ -192,11 +192,24 @@ def check_added_keys(cfg: DictConfig, overrides) -> None:
 RUNTIME_KEYS = {"resume", "progress_bar", "device", "num_threads"}
 
 
+def best_by_or_default(best_by, task_name, env_name) -> str:
+    """A run's eval.best_by; for configs saved before that key, what its task and env configs set
+    today (conf/task/<task>.yaml, then conf/env/<env>.yaml: task=pomdp and the MuJoCo meta tasks
+    score by return), else success."""
+    if best_by:
+        return str(best_by)
+    value = "success"
+    for path in (CONF_DIR / "task" / f"{task_name}.yaml", CONF_DIR / "env" / f"{env_name}.yaml"):
+        if path.is_file():
+            value = OmegaConf.select(OmegaConf.load(path), "eval.best_by", default=None) or value
+    return value
+
+
 def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     """A run's saved config in today's keys, so that runs started before a rename still resume:
     agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
     -> that model's config (model@agent.actor_memory); eval.num_episodes, model.actor_overrides and
-    ppo_agent.time_embedding where they were absent (null, {}, null); eval.best_by (success)."""
+    ppo_agent.time_embedding where they were absent (null, {}, null); eval.best_by (the task's)."""
     saved = saved.copy()
     agent, model = saved.agent, saved.model
     if "orthogonal_init" in agent:
@@ -212,8 +225,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
             node.actor_overrides = {}
     if "num_episodes" not in saved.eval:
         saved.eval.num_episodes = None
-    if "best_by" not in saved.eval:  # runs from before eval.best_by kept the best success
-        saved.eval.best_by = "success"
+    if "best_by" not in saved.eval:  # runs from before eval.best_by: what their task/env configs set now
+        saved.eval.best_by = best_by_or_default(None, saved.task.name, saved.env.name)
     for key in ("seq_len", "updates_per_step"):  # runs from before windows / step-following updates
         if key not in saved.train:
             saved.train[key] = None

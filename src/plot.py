@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from src.aggregate import N_BOOT, fmt_iqm, iqm, iqm_rows, stratified_bootstrap_ci  # noqa: F401
-from src.config import select_or_none
+from src.config import best_by_or_default, select_or_none
 
 # Paper order and colours: SHM first in red, the baselines after it, then anything else.
 MODEL_ORDER = ["shm", "gru", "fwp", "gpt2", "s6", "mlstm", "ffm", "lstm", "mlp"]
@@ -104,7 +104,9 @@ def default_metric(run_dirs: Sequence[Path]) -> str:
         except Exception:  # noqa: BLE001 - load_runs reports it
             continue
         votes["eval/return_train" if select_or_none(cfg, "algo.name") == "ppo" else
-              "eval/return_eval" if select_or_none(cfg, "eval.best_by") == "return" else "eval/success_eval"] += 1
+              "eval/return_eval" if best_by_or_default(select_or_none(cfg, "eval.best_by"), select_or_none(cfg, "task.name"),
+                                                       select_or_none(cfg, "env.name")) == "return"
+              else "eval/success_eval"] += 1
     return votes.most_common(1)[0][0] if votes else "eval/success_eval"
 
 

@@ -24,6 +24,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from src.config import best_by_or_default
+
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 BEGIN, END = "<!-- TABLE BEGIN (python -m src.results table) -->", "<!-- TABLE END -->"
 KEPT = (".hydra/config.yaml", ".hydra/overrides.yaml", "progress.csv", "git.txt")
@@ -91,8 +93,8 @@ def summarize(kept: Path) -> Dict[str, str]:
     rows = _rows(kept / "progress.csv")
     popgym = cfg["task"]["name"] == "popgym"  # PPO runs: the training episodes' mean return (and its best, MMER)
     metric = "eval/return_train" if popgym else "eval/success_eval"
-    # tasks without a success criterion (eval.best_by=return; task=pomdp runs saved before that key)
-    by_return = (cfg.get("eval") or {}).get("best_by", "return" if cfg["task"]["name"] == "pomdp" else "success") == "return"
+    by_return = best_by_or_default((cfg.get("eval") or {}).get("best_by"), cfg["task"]["name"],
+                                   cfg["env"]["name"]) == "return"  # tasks without a success criterion
     values = [v for v in (_num(r.get(metric)) for r in rows) if v is not None]
     commit = "?"
     if (kept / "git.txt").is_file():

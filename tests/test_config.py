@@ -240,3 +240,17 @@ def test_configs_saved_before_the_renames_upgrade_to_todays(actor):
     upgraded = upgrade_saved_config(OmegaConf.create(old))
     assert OmegaConf.to_container(upgraded, resolve=True) == OmegaConf.to_container(today, resolve=True)
     validate(upgraded)
+
+
+@pytest.mark.parametrize("overrides", [["task=pomdp", "env=halfcheetah_v"], ["task=meta", "env=cheetah_vel"],
+                                       ["task=meta", "env=wind"], ["task=credit", "env=tmaze_passive"]])
+def test_runs_saved_before_best_by_upgrade_to_their_tasks_measure(overrides):
+    """eval.best_by came after task=pomdp: a run saved without it keeps what its task and env
+    configs set today (return for tasks without a success criterion), not success everywhere."""
+    from src.config import best_by_or_default, upgrade_saved_config
+    today = compose_cfg(overrides)
+    old = OmegaConf.to_container(today, resolve=True)
+    del old["eval"]["best_by"]
+    assert upgrade_saved_config(OmegaConf.create(old)).eval.best_by == today.eval.best_by
+    assert best_by_or_default(None, today.task.name, today.env.name) == today.eval.best_by
+    assert best_by_or_default("success", "pomdp", "halfcheetah_v") == "success"  # a saved value wins

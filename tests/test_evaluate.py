@@ -1,5 +1,6 @@
 """src.evaluate on tiny smoke runs of every task family: the table, the pictures, checkpoint
 choice, errors, and the recorded paths (checked against the env's own reward)."""
+import csv
 import hashlib
 import json
 import shutil
@@ -277,7 +278,6 @@ def test_a_run_saved_by_an_older_commit_is_evaluated(runs, tmp_path, capsys):
 def test_episode_table_has_a_row_per_episode_with_the_wind(runs, capsys):
     run = runs("wind")
     assert evaluate.main([str(run), "ckpt=last", "tasks=0", "out=" + str(run / "eval" / "table")]) == 0
-    import csv
     rows = list(csv.DictReader(open(run / "eval" / "table" / "episodes.csv")))
     res = json.loads((run / "eval" / "table" / "results.json").read_text())["metrics"]
     for split in ("train", "eval"):

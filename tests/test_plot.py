@@ -126,6 +126,9 @@ def test_the_default_metric_is_the_runs_own_measure(tmp_path, capsys):
         "seed: 0\neval:\n  best_by: return\nenv:\n  name: halfcheetah_v\nmodel:\n  name: shm\n")
     runs = [tmp_path / "popgym" / "repeat_previous_easy_shm_seed0"]
     assert plot.default_metric(runs) == "eval/return_eval"  # a task without success
+    (runs[0] / ".hydra" / "config.yaml").write_text(  # saved before eval.best_by: task=pomdp's measure
+        "seed: 0\ntask:\n  name: pomdp\neval:\n  interval: 4\nenv:\n  name: halfcheetah_v\nmodel:\n  name: shm\n")
+    assert plot.default_metric(runs) == "eval/return_eval"
     make_run(tmp_path / "wind_gru_seed0", "wind", "gru", 0, [0], [0.5])
     assert plot.default_metric([tmp_path / "wind_gru_seed0"]) == "eval/success_eval"
 
