@@ -206,6 +206,28 @@ def test_sac_update_under_bf16_keeps_fp32_weights_and_optimiser_state(memory, al
     assert {k: float(v) for k, v in plain.update(batch).items()} == stats["fp32"]
 
 
+@needs_bf16
+@pytest.mark.parametrize("algo", [SAC, SACDiscrete, TD3])
+def test_critic_forward_after_its_step_reads_the_new_weights_under_bf16(algo):
+    """The actor loss reads the critic after its optimiser step, inside the same autocast region.
+    Autocast caches bf16 copies of parameters keyed by tensor, not version: without clearing the
+    cache after the step, that second critic forward would use the weights from before it."""
+    torch.set_num_threads(1)
+    agent, batch = _agent_and_batch(MEMORIES["gru"], discrete=algo is SACDiscrete)
+    sac = algo(agent, precision="bf16", **({"policy_delay": 1} if algo is TD3 else {}))
+    calls = []
+    agent.critic.encoder.register_forward_hook(
+        lambda mod, args, kwargs, out: calls.append((args, kwargs, out[0].detach().clone())), with_kwargs=True)
+    torch.manual_seed(3)
+    sac.update(batch)
+    assert len(calls) == 2  # the critic loss's forward, then the actor loss's
+    (_, _, before), (args, kwargs, after) = calls
+    with bf16(), torch.no_grad():
+        fresh = agent.critic.encoder(*args, **kwargs)[0]  # the updated critic, a new autocast region
+    assert torch.equal(after, fresh)
+    assert not torch.equal(before, fresh)  # the step did move the features
+
+
 def test_bf16_without_device_support_falls_back_to_fp32_with_a_warning(monkeypatch, caplog):
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
     assert not bf16_supported(torch.device("cpu"))

@@ -65,6 +65,14 @@ def training_autocast(device, dtype: Optional[torch.dtype]):
     return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
+def parameters_changed() -> None:
+    """Call after an in-place parameter update (an optimiser step) inside an autocast region.
+    Autocast caches the bf16 copy of each float32 leaf parameter it casts until the outermost region
+    exits, keyed by the tensor and not by its version: without this, a forward after the step (the
+    critic's, for the actor loss) would read the weights from before it."""
+    torch.clear_autocast_cache()
+
+
 def full_precision(x: Tensor):
     """Autocast off for ``x``'s device: for recurrences, backward passes and optimiser steps."""
     return torch.autocast(x.device.type, enabled=False)

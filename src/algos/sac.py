@@ -25,7 +25,7 @@ from torch import Tensor
 
 from src.agent import RecurrentActorCritic
 from torchkit.nets import tanh_gaussian_sample
-from torchkit.precision import autocast_dtype, full_precision, training_autocast
+from torchkit.precision import autocast_dtype, full_precision, parameters_changed, training_autocast
 
 
 def shift_inputs(act: Tensor, rew: Tensor):
@@ -96,6 +96,7 @@ class SAC:
             loss.backward()
             norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip or float("inf"))
             opt.step()
+        parameters_changed()  # later forwards in this update's autocast region see the new weights
         return norm
 
     @mixed_precision
