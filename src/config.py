@@ -209,7 +209,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     """A run's saved config in today's keys, so that runs started before a rename still resume:
     agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
     -> that model's config (model@agent.actor_memory); eval.num_episodes, model.actor_overrides and
-    ppo_agent.time_embedding where they were absent (null, {}, null); eval.best_by (the task's)."""
+    ppo_agent.time_embedding / ppo_agent.layout where they were absent (null, {}, null, memrl);
+    eval.best_by (the task's)."""
     saved = saved.copy()
     agent, model = saved.agent, saved.model
     if "orthogonal_init" in agent:
@@ -234,6 +235,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
         saved.precision = "fp32"
     if "ppo_agent" in saved and "time_embedding" not in saved.ppo_agent:  # PPO runs from before the time code
         saved.ppo_agent.time_embedding = None
+    if "ppo_agent" in saved and "layout" not in saved.ppo_agent:  # PPO runs from before POPGym's layout
+        saved.ppo_agent.layout = "memrl"
     return saved
 
 

@@ -2,6 +2,14 @@
 ``model=``) -> post MLP -> policy logits and value. Actor and critic share the memory, as in
 POPGym's RLlib models (one recurrent core, two linear heads).
 
+``layout``: ``memrl`` (the default above: ReLU layers, π and V each one Linear, orthogonal final
+weights with gains 0.01 and 1) or ``popgym``, POPGym's ``BaseModel`` as the SHM paper's POPGym
+script built it: the first layer is Linear + LayerNorm without affine (its ``feature_map``, no
+ReLU), every hidden weight orthogonal (biases PyTorch's), and π and V each a linear Linear(P, P)
+followed by a final layer drawn from N(0, 0.01²) (its ``actor``/``critic`` and ``*_final``). That
+script gave SHM a 1,024-wide readout before its 64-wide post layer (``model.width=1024``) and left
+the memory's own layers at PyTorch's init (``init=layer``).
+
 ``time_embedding="sine"`` (POPGym's ``embedding: sine``, which the SHM paper's POPGym script sets
 for SHM only): after the first pre layer, the features are layer-normalised and mixed with a
 sinusoidal code of the step index within the episode, x <- (1 - s) x + s pe(t), s learnable (0.5 at
@@ -21,14 +29,23 @@ from torch import Tensor, nn
 from torchkit.memory import Memory, State, reference_init_
 
 TIME_EMBEDDINGS = (None, "sine")
+LAYOUTS = ("memrl", "popgym")
 
 
-def relu_stack(in_size: int, sizes: Sequence[int]) -> Tuple[nn.Module, int]:
+def relu_stack(in_size: int, sizes: Sequence[int], first_norm: bool = False) -> Tuple[nn.Module, int]:
+    """Linear + ReLU per size; ``first_norm``: the first activation is LayerNorm without affine."""
     layers = []
-    for h in sizes:
-        layers += [nn.Linear(in_size, int(h)), nn.ReLU()]
+    for i, h in enumerate(sizes):
+        act = nn.LayerNorm(int(h), elementwise_affine=False) if first_norm and i == 0 else nn.ReLU()
+        layers += [nn.Linear(in_size, int(h)), act]
         in_size = int(h)
     return nn.Sequential(*layers), in_size
+
+
+def orthogonal_weights_(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight)
 
 
 class SineTimeEmbedding(nn.Module):
@@ -67,14 +84,20 @@ def episode_steps(t0: Tensor, reset: Optional[Tensor], T: int) -> Tensor:
 class PPOAgent(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, memory: Callable[[int], Memory],
                  pre_layers: Sequence[int] = (128, 64), post_layers: Sequence[int] = (64,),
-                 init: str = "reference", time_embedding: Optional[str] = None):
+                 init: str = "reference", time_embedding: Optional[str] = None, layout: str = "memrl"):
         super().__init__()
         if time_embedding not in TIME_EMBEDDINGS:
             raise ValueError(f"ppo_agent.time_embedding={time_embedding!r}: valid: null (none) | sine")
+        if layout not in LAYOUTS:
+            raise ValueError(f"ppo_agent.layout={layout!r}: valid: {' | '.join(LAYOUTS)}")
+        if layout == "popgym" and len(pre_layers) == 0:
+            raise ValueError("ppo_agent.layout=popgym starts with POPGym's Linear + LayerNorm: give "
+                             "ppo_agent.pre_layers at least one layer")
         if time_embedding is not None and len(pre_layers) == 0:
             raise ValueError("ppo_agent.time_embedding=sine mixes the code into the first pre layer's "
                              "features: give ppo_agent.pre_layers at least one layer")
-        self.pre, size = relu_stack(obs_dim, pre_layers)
+        popgym = layout == "popgym"
+        self.pre, size = relu_stack(obs_dim, pre_layers, first_norm=popgym)
         self.time_embedding = None
         if time_embedding == "sine":
             self.time_embedding = SineTimeEmbedding(int(pre_layers[0]))
@@ -84,12 +107,20 @@ class PPOAgent(nn.Module):
         if init == "reference":  # as agent.init for SAC (docs/memory_models.md, "Init")
             reference_init_(self.memory)
         self.post, size = relu_stack(self.memory.output_size, post_layers)
-        self.pi = nn.Linear(size, num_actions)
-        self.v = nn.Linear(size, 1)
-        nn.init.orthogonal_(self.pi.weight, 0.01)  # near-uniform initial policy
-        nn.init.zeros_(self.pi.bias)
-        nn.init.orthogonal_(self.v.weight, 1.0)
-        nn.init.zeros_(self.v.bias)
+        if popgym:
+            self.pi = nn.Sequential(nn.Linear(size, size), nn.Linear(size, num_actions))
+            self.v = nn.Sequential(nn.Linear(size, size), nn.Linear(size, 1))
+            for part in (self.pre, self.post, self.pi[0], self.v[0]):
+                orthogonal_weights_(part)
+            nn.init.normal_(self.pi[1].weight, std=0.01)  # near-uniform policy, near-zero values
+            nn.init.normal_(self.v[1].weight, std=0.01)
+        else:
+            self.pi = nn.Linear(size, num_actions)
+            self.v = nn.Linear(size, 1)
+            nn.init.orthogonal_(self.pi.weight, 0.01)  # near-uniform initial policy
+            nn.init.zeros_(self.pi.bias)
+            nn.init.orthogonal_(self.v.weight, 1.0)
+            nn.init.zeros_(self.v.bias)
 
     def initial_state(self, batch_size: int, device=None) -> State:
         state = self.memory.initial_state(batch_size, device)

@@ -88,7 +88,7 @@ class PPOTrainer:
         memory = lambda d: instantiate(cfg.model.memory, input_size=d)  # noqa: E731  every model= works
         ag = cfg.ppo_agent
         self.agent = PPOAgent(obs_dim, int(act.n), memory, list(ag.pre_layers), list(ag.post_layers),
-                              ag.init, ag.get("time_embedding")).to(self.device)
+                              ag.init, ag.get("time_embedding"), ag.get("layout", "memrl")).to(self.device)
         self.algo = PPO(self.agent, lr=a.lr, clip=a.clip, epochs=a.epochs, num_minibatches=a.num_minibatches,
                         vf_coef=a.vf_coef, ent_coef=a.ent_coef, kl_coef=a.kl_coef, kl_target=a.kl_target,
                         value_clip=a.value_clip, vf_loss_clip=a.vf_loss_clip, grad_clip=a.grad_clip,

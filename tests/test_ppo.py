@@ -143,14 +143,16 @@ def test_episode_steps_restart_at_resets_and_continue_the_carried_count():
     assert episode_steps(torch.tensor([2]), None, 3).tolist() == [[2, 3, 4]]
 
 
+@pytest.mark.parametrize("layout", ["memrl", "popgym"])
 @pytest.mark.parametrize("memory", [lambda d: GRU(d, 8, backend="torch"),
                                     lambda d: SHM(d, 8, mem_size=4, theta_sampling="fixed", backend="eager")])
-def test_time_embedding_agent_keeps_the_contract_over_chunks(memory):
+def test_time_embedding_agent_keeps_the_contract_over_chunks(memory, layout):
     """With the sine time code, the state = memory state + the episode's step counter: a chunk that
     starts mid-episode (state carried in) with an episode start inside it gives the acting steps'
-    outputs, and the part after the reset equals a fresh episode."""
+    outputs, and the part after the reset equals a fresh episode (both agent layouts)."""
     torch.manual_seed(0)
-    agent = PPOAgent(5, 3, memory, pre_layers=[6, 4], post_layers=[7], time_embedding="sine").double()
+    agent = PPOAgent(5, 3, memory, pre_layers=[6, 4], post_layers=[7], time_embedding="sine",
+                     layout=layout).double()
     obs = torch.randn(2, 9, 5, dtype=torch.float64)
     reset = torch.zeros(2, 9, dtype=torch.bool)
     reset[0, 3] = reset[1, 6] = True
@@ -179,6 +181,31 @@ def test_popgym_shm_sees_the_episode_step_and_gru_does_not():
     assert shm.ppo_agent.time_embedding == "sine" and gru.ppo_agent.time_embedding is None
     with pytest.raises(ValueError, match="time_embedding"):
         PPOAgent(4, 2, lambda d: GRU(d, 8), time_embedding="learned")
+
+
+def test_popgym_layout_is_popgyms_base_model():
+    """layout=popgym: Linear + LayerNorm (no affine, no ReLU) first, orthogonal hidden weights, each
+    head a linear Linear(P, P) then a final layer from N(0, 0.01²); unknown layouts are an error."""
+    torch.manual_seed(0)
+    agent = PPOAgent(40, 4, lambda d: GRU(d, 16, backend="torch"), pre_layers=[128, 64], post_layers=[64],
+                     layout="popgym")
+    first = agent.pre[1]
+    assert isinstance(first, torch.nn.LayerNorm) and not first.elementwise_affine
+    assert isinstance(agent.pre[3], torch.nn.ReLU)
+    x = agent.pre[:2](torch.randn(10, 40))
+    assert torch.allclose(x.mean(-1), torch.zeros(10), atol=1e-5) and (x < 0).any()  # normalised, not rectified
+    for lin in (agent.pre[0], agent.pre[2], agent.post[0], agent.pi[0], agent.v[0]):
+        w = lin.weight
+        gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+        assert torch.allclose(gram, torch.eye(gram.shape[0]), atol=1e-5)
+    for head, out in ((agent.pi, 4), (agent.v, 1)):
+        assert [type(m) for m in head] == [torch.nn.Linear, torch.nn.Linear] and head[1].out_features == out
+    finals = torch.cat([agent.pi[1].weight.flatten(), agent.v[1].weight.flatten()])
+    assert 0.005 < finals.std() < 0.015
+    logits, values, _ = agent(torch.randn(3, 5, 40))
+    assert logits.shape == (3, 5, 4) and values.shape == (3, 5) and logits.abs().max() < 0.2
+    with pytest.raises(ValueError, match=r"layout=.rllib.*memrl \| popgym"):
+        PPOAgent(4, 2, lambda d: GRU(d, 8), layout="rllib")
 
 
 @pytest.mark.parametrize("model", ["gru", "shm"])
@@ -350,14 +377,15 @@ def test_non_finite_loss_stops_with_sacs_message(tmp_path, monkeypatch):
 
 
 def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
-    """A PPO checkpoint whose config has no ppo_agent.time_embedding (runs before it existed) is the
-    same experiment as today's config with time_embedding null."""
+    """A PPO checkpoint whose config has no ppo_agent.time_embedding or layout (runs before they
+    existed) is the same experiment as today's config with time_embedding null, layout memrl."""
     cfg = compose_cfg(TINY + ["model=gru", "model.memory.backend=torch", "eval.num_episodes=0",
                               "train.env_steps=256"])
     PPOTrainer(cfg, tmp_path).run(cfg.logger)
     path = tmp_path / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=False)
     del state["config"]["ppo_agent"]["time_embedding"]
+    del state["config"]["ppo_agent"]["layout"]  # and before ppo_agent.layout (memrl's)
     torch.save(state, path)
     PPOTrainer(cfg, tmp_path).load()  # no config-difference error
 
