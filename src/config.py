@@ -129,14 +129,16 @@ def validate(cfg: DictConfig) -> None:
 
 
 def check_precision(cfg: DictConfig) -> None:
-    """``precision`` is fp32 or bf16; bf16 is implemented for the replay algorithms (SAC, SAC-Discrete, TD3)."""
+    """``precision`` is fp32, bf16 or auto; bf16 is implemented for the replay algorithms (SAC,
+    SAC-Discrete, TD3); auto is bf16 for them where the device prefers it, float32 elsewhere."""
     from torchkit.precision import PRECISIONS
     precision = OmegaConf.select(cfg, "precision", default="fp32")
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision={precision!r} is not supported: use precision=fp32 (float32) or "
-                          f"precision=bf16 (bfloat16 mixed precision)")
+        raise ConfigError(f"precision={precision!r} is not supported: use precision=fp32 (float32), "
+                          f"precision=bf16 (bfloat16 mixed precision) or precision=auto (bf16 on GPUs and "
+                          f"AMX CPUs)")
     algo = OmegaConf.select(cfg, "algo.name")
-    if precision != "fp32" and algo not in ("sac", "sacd", "td3"):
+    if precision == "bf16" and algo not in ("sac", "sacd", "td3"):
         raise ConfigError(f"precision={precision} is implemented for algo=sac, sacd and td3; algo={algo} "
                           f"trains in float32: use precision=fp32")
 

@@ -239,6 +239,21 @@ def test_bf16_without_device_support_falls_back_to_fp32_with_a_warning(monkeypat
     sac.update(batch)  # trains, in float32
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_is_bf16_on_amx_cpus_only(monkeypatch, caplog, amx):
+    """precision=auto: bf16 where bf16 GEMMs are several times faster (AMX tiles, bf16 GPUs), float32
+    on other CPUs (this AMD EPYC's AVX512-BF16 gains 2.9x on GEMMs, ~1.4x per update); logged."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    with caplog.at_level(logging.INFO, logger="torchkit.precision"):
+        dtype = autocast_dtype("auto", "cpu")
+    assert dtype == (torch.bfloat16 if amx else None)
+    assert f"precision=auto: {'bf16' if amx else 'fp32'} on cpu" in caplog.text
+    if not torch.cuda.is_available():
+        assert autocast_dtype("auto", "cuda") is None
+    check_precision(compose_cfg(["task=popgym", "env=repeat_previous_easy", "precision=auto"]))  # PPO: float32
+
+
 def test_unknown_precision_is_a_clear_error():
     with pytest.raises(ValueError, match="precision='fp16'.*fp32, bf16"):
         autocast_dtype("fp16", "cpu")

@@ -26,7 +26,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def bf16_supported(device: torch.device) -> bool:
@@ -42,15 +42,31 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
+def bf16_preferred(device: torch.device) -> bool:
+    """Whether ``precision=auto`` picks bf16 on ``device``: GPUs with bf16 (tensor cores) and CPUs
+    with AMX tiles, where bf16 GEMMs run several times faster than float32. CPUs with only
+    AVX512-BF16 dot products (e.g. AMD Zen 4) gain less (docs/speed.md) and stay float32."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+        return bool(amx is not None and amx() and bf16_supported(device))
+    return bf16_supported(device)
+
+
 def autocast_dtype(precision: str, device) -> Optional[torch.dtype]:
     """The autocast dtype of a training ``precision`` on ``device``: None (float32) or torch.bfloat16.
-    Unknown values raise; bf16 without device support falls back to float32 with a warning."""
+    ``auto``: bf16 where ``bf16_preferred``, else float32 (logged). Unknown values raise; bf16
+    without device support falls back to float32 with a warning."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r} is not supported: use one of {', '.join(PRECISIONS)} "
                          f"(e.g. precision=bf16 for bfloat16 mixed precision)")
+    device = torch.device(device)
+    if precision == "auto":
+        chosen = "bf16" if bf16_preferred(device) else "fp32"
+        log.info("precision=auto: %s on %s", chosen, device.type)
+        precision = chosen
     if precision == "fp32":
         return None
-    device = torch.device(device)
     if not bf16_supported(device):
         log.warning("precision=bf16: %s has no native bfloat16 support (CPU: AVX512-BF16/AMX; GPU: "
                     "compute capability >= 8.0), training runs in float32 instead", device.type)
