@@ -262,8 +262,8 @@ def test_unknown_precision_is_a_clear_error():
         validate(cfg)
 
 
-def test_precision_is_a_config_key_defaulting_to_fp32_and_off_policy_only():
-    assert compose_cfg([]).precision == "fp32"
+def test_precision_is_a_config_key_defaulting_to_auto_and_off_policy_only():
+    assert compose_cfg([]).precision == "auto"  # bf16 on GPUs and AMX CPUs, fp32 elsewhere
     check_precision(compose_cfg(["precision=bf16"]))                       # SAC
     check_precision(compose_cfg(["task=credit", "precision=bf16"]))        # SAC-Discrete
     check_precision(compose_cfg(["task=pomdp", "algo=td3", "precision=bf16"]))  # TD3
