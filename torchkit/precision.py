@@ -11,6 +11,9 @@ AVX512-BF16/AMX and on GPUs with tensor cores several times faster than float32)
     casts its projected inputs up and runs the recurrence with autocast off (``recurrence_dtype``,
     ``full_precision``), since bf16 rounding would compound over the steps of a scan.
 
+``auto`` (the default) = bf16 where it pays (``bf16_preferred``: GPUs with bf16, CPUs with AMX
+tiles) and float32 elsewhere; the choice is logged.
+
 Where the device has no bf16 support (``bf16_supported``: a CPU without AVX512-BF16/AMX, where
 oneDNN only emulates bf16 — slower than float32 — or an old GPU), ``precision=bf16`` falls back to
 float32 with a logged warning, so one sweep can run on mixed nodes; ``autocast_dtype`` returns None then.
