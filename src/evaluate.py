@@ -60,25 +60,29 @@ class EvalError(Exception):
 
 
 # ----------------------------------------------------------------------------- arguments and files
-def parse_args(argv: Sequence[str]) -> dict:
-    args, run_dirs = dict(DEFAULTS), []
+def parse_args(argv: Sequence[str], defaults: Optional[dict] = None, int_keys: Optional[dict] = None,
+               usage: str = USAGE) -> dict:
+    """``RUN_DIR key=value ...`` -> the arguments (``defaults`` filled in) and ``run_dir``."""
+    defaults = DEFAULTS if defaults is None else defaults
+    int_keys = INT_KEYS if int_keys is None else int_keys
+    args, run_dirs = dict(defaults), []
     for tok in argv:
         if "=" not in tok or "/" in tok.split("=", 1)[0] or Path(tok).is_dir():  # sweep job dirs hold '='
             run_dirs.append(tok)
             continue
         key, value = tok.split("=", 1)
-        if key not in DEFAULTS:
-            raise EvalError(f"unknown argument {key}={value}; valid keys: {', '.join(DEFAULTS)}")
-        if key in INT_KEYS:
+        if key not in defaults:
+            raise EvalError(f"unknown argument {key}={value}; valid keys: {', '.join(defaults)}")
+        if key in int_keys:
             try:
                 value = int(value)
             except ValueError:
                 raise EvalError(f"{key}={value}: expected an integer") from None
-            if value < INT_KEYS[key]:
-                raise EvalError(f"{key}={value}: must be >= {INT_KEYS[key]}")
+            if value < int_keys[key]:
+                raise EvalError(f"{key}={value}: must be >= {int_keys[key]}")
         args[key] = value
     if len(run_dirs) != 1:
-        raise EvalError(f"expected one run directory, got {len(run_dirs)} ({' '.join(run_dirs) or 'none'}). {USAGE}")
+        raise EvalError(f"expected one run directory, got {len(run_dirs)} ({' '.join(run_dirs) or 'none'}). {usage}")
     args["run_dir"] = Path(run_dirs[0])
     return args
 
@@ -291,16 +295,22 @@ def evaluate(args: dict) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def run_cli(argv: Optional[Sequence[str]], prog: str, doc: str, usage: str, command) -> int:
+    """A ``python -m prog RUN_DIR key=value ...`` entry point: ``-h`` prints ``doc``, no argument
+    ``usage``; ``command(argv)``'s EvalError becomes one line on stderr and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__ if argv else USAGE, file=sys.stdout if argv else sys.stderr)
+        print(doc if argv else usage, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     try:
-        return evaluate(parse_args(argv))
+        return command(argv)
     except EvalError as e:
-        print(f"src.evaluate: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return run_cli(argv, "src.evaluate", __doc__, USAGE, lambda a: evaluate(parse_args(a)))
 
 
 if __name__ == "__main__":
