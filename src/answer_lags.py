@@ -6,12 +6,13 @@ one it sees now (RepeatPrevious-Easy: k = 4, so lag 3; the env's own reward chec
                               [out=DIR] [device=cpu] [seed=S]
 
 It plays ``episodes`` (default 256) fresh episodes with the run's policy (actions sampled, as in
-training) and measures, for every lag j = 0..max_lag (default k + 4), how often the greedy answer
-(argmax) is the suit shown j steps before the current card, and the probability the policy puts on
-that suit. A memory that recalls exactly has 1.0 at the target lag and chance (≈ 0.25) elsewhere; a
-memory that keeps a recency-weighted blend of recent suits answers the most frequent suit among the
-last few cards, with a profile that falls off with the lag and no peak at the target. It also
-prints the accuracy at the target lag by position in the episode (early, middle, late).
+training) and measures, for every lag j = 0..max_lag (default: the target lag + 4), how often the
+greedy answer (argmax) is the suit shown j steps before the current card, and the probability the
+policy puts on that suit. A memory that recalls exactly has 1.0 at the target lag and chance
+(≈ 0.25) elsewhere; a memory that keeps a recency-weighted blend of recent suits answers the most
+frequent suit among the last few cards, with a profile that falls off with the lag and no peak at
+the target. It also prints the accuracy at the target lag by position in the episode (the scored
+steps in quarters).
 
 Written to ``out`` (default RUN_DIR/eval/<checkpoint name>/): answer_lags.md (both tables) and
 answer_lags.csv (lag, greedy match, probability, target flag). Nothing else in the run changes.
