@@ -1,10 +1,13 @@
 """How fast can a PPO agent's memory *learn* RepeatPrevious's recall? A supervised probe that takes
 RL out of the question: the task=popgym agent (pre MLP -> memory -> post MLP -> policy head) is
-trained by cross-entropy to output the card suit of k steps ago from random suit sequences (what
-RepeatPrevious-Easy rewards: k = 4, 4 suits, 52-step episodes), with Adam and grad clip 0.5 as in
-experiment=popgym_cpu. It prints the accuracy of the first and the last 50 batches (chance 0.25).
+trained by cross-entropy to output the suit of the card ``--lag`` steps before the one it sees from
+random suit sequences, with Adam and grad clip 0.5 as in experiment=popgym_cpu. It prints the
+accuracy of the first and the last 50 batches (chance 0.25). The default lag is what
+RepeatPrevious-Easy rewards: POPGym's k = 4 means the env checks ``deck[-4]`` while the agent sees
+``deck[-1]``, i.e. the card 3 steps before the current one (``src.answer_lags``; its tests check the
+lag against the env's reward). Runs before session 14 used lag 4, one step too far.
 
-    python -m benchmarks.recall_probe [--steps 800] [--lr 1e-3] [--models gru shm shm:sine ...]
+    python -m benchmarks.recall_probe [--steps 800] [--lr 1e-3] [--lag 3] [--models gru shm shm:sine ...]
 
 A model is ``name`` (the task=popgym config of model=name, with experiment=popgym_cpu's width) or
 ``name:sine`` / ``name:none`` (ppo_agent.time_embedding sine / null), optionally ``@H`` for SHM's
@@ -22,6 +25,7 @@ from src.config import compose_config as compose_cfg
 from src.ppo_agent import PPOAgent
 
 SUITS, EPISODE, BATCH = 4, 52, 16
+REPEAT_PREVIOUS_EASY_LAG = 3  # POPGym k = 4: the card k − 1 steps before the observed one
 
 
 def build(spec: str) -> PPOAgent:
@@ -63,7 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--models", nargs="+", default=["gru", "shm", "shm:none"])
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lag", type=int, default=4)
+    p.add_argument("--lag", type=int, default=REPEAT_PREVIOUS_EASY_LAG)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     if a.steps <= 0 or a.lag <= 0 or a.lag >= EPISODE:

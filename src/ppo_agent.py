@@ -16,7 +16,7 @@ sinusoidal code of the step index within the episode, x <- (1 - s) x + s pe(t), 
 the start, used clamped to [0, 1]). The step counter is part of the agent's state (the last entry,
 an int64 [B]), so it resets with the memory and is carried across rollout chunks. SHM's keys,
 queries and decays are functions of the current input only: without a time code it cannot tell
-"the card 4 steps ago" from "the card 5 steps ago" except by its decays (docs/results/popgym).
+"the card 3 steps ago" from "the card 4 steps ago" except by its decays (docs/results/popgym).
 """
 from __future__ import annotations
 

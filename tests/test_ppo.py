@@ -399,6 +399,27 @@ def test_recall_probe_builds_the_named_variants_and_runs():
     assert r["model"] == "gru" and 0.0 <= r["first"] <= 1.0 and 0.0 <= r["last"] <= 1.0
 
 
+def test_recall_probe_default_lag_is_the_one_repeat_previous_easy_rewards():
+    """Answering, at every step, the probe's label (the suit seen ``lag`` steps before the current
+    card) earns RepeatPrevious-Easy's full return from the env itself; one step further does not."""
+    from popgym.envs.repeat_previous import RepeatPrevious
+
+    from benchmarks.recall_probe import REPEAT_PREVIOUS_EASY_LAG
+
+    def episode_return(lag: int) -> float:
+        env = RepeatPrevious(num_decks=1, k=4)
+        seen, total, done = [int(env.reset(seed=3)[0])], 0.0, False
+        while not done:
+            answer = seen[-1 - lag] if len(seen) > lag else 0  # early steps are not scored
+            obs, reward, done, _, _ = env.step(answer)
+            seen.append(int(obs))
+            total += reward
+        return total
+
+    assert episode_return(REPEAT_PREVIOUS_EASY_LAG) == pytest.approx(1.0)
+    assert episode_return(REPEAT_PREVIOUS_EASY_LAG + 1) < 0.5
+
+
 def test_a_finished_ppo_run_is_extended_by_resume_with_more_env_steps(tmp_path):
     """resume=<dir> train.env_steps=N: the command line composes with the run's own task=popgym
     (train.env_steps exists only there), the run continues to N and its config records N."""
