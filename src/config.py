@@ -211,7 +211,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     """A run's saved config in today's keys, so that runs started before a rename still resume:
     agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
     -> that model's config (model@agent.actor_memory); eval.num_episodes, model.actor_overrides and
-    ppo_agent.time_embedding / ppo_agent.layout where they were absent (null, {}, null, memrl);
+    ppo_agent.time_embedding / ppo_agent.layout / algo.lr_schedule (PPO) where they were absent
+    (null, {}, null, memrl, constant);
     eval.best_by (the task's)."""
     saved = saved.copy()
     agent, model = saved.agent, saved.model
@@ -239,6 +240,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
         saved.ppo_agent.time_embedding = None
     if "ppo_agent" in saved and "layout" not in saved.ppo_agent:  # PPO runs from before POPGym's layout
         saved.ppo_agent.layout = "memrl"
+    if saved.algo.get("name") == "ppo" and "lr_schedule" not in saved.algo:  # PPO runs from before the schedule
+        saved.algo.lr_schedule = "constant"
     return saved
 
 

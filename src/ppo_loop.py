@@ -41,6 +41,7 @@ from src.updates import NonFiniteError, non_finite, non_finite_advice
 
 log = logging.getLogger(__name__)
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
+LR_SCHEDULES = ("constant", "linear")
 
 
 def validate_ppo(cfg: DictConfig) -> None:
@@ -61,6 +62,8 @@ def validate_ppo(cfg: DictConfig) -> None:
                           f"{a.num_minibatches} minibatches of whole sequences: make num_envs a multiple of it")
     if not 0.0 < float(a.gamma) <= 1.0 or not 0.0 <= float(a.gae_lambda) <= 1.0:
         raise ConfigError(f"algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1], got {a.gamma}, {a.gae_lambda}")
+    if a.get("lr_schedule", "constant") not in LR_SCHEDULES:
+        raise ConfigError(f"algo.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {a.lr_schedule!r}")
     if int(cfg.eval.interval) <= 0 or int(cfg.eval.num_episodes) < 0:
         raise ConfigError(f"eval.interval must be positive and eval.num_episodes >= 0, got "
                           f"{cfg.eval.interval}, {cfg.eval.num_episodes}")
@@ -113,6 +116,16 @@ class PPOTrainer:
 
     def total_iterations(self) -> int:
         return math.ceil(int(self.cfg.train.env_steps) / (self.N * self.T))
+
+    def lr_at(self, env_steps: int) -> float:
+        """The learning rate of the update after ``env_steps`` collected: algo.lr throughout (constant,
+        RLlib's) or annealed linearly to 0 at train.env_steps (linear, CleanRL's ``anneal_lr``). It
+        depends only on the step count, so a resumed run follows the same schedule; a resume that
+        changes train.env_steps stretches the rest of it."""
+        lr = float(self.cfg.algo.lr)
+        if self.cfg.algo.get("lr_schedule", "constant") == "linear":
+            lr *= max(0.0, 1.0 - env_steps / int(self.cfg.train.env_steps))
+        return lr
 
     # ------------------------------------------------------------------ rollouts
     def _t(self, x, dtype=torch.float32):
@@ -188,6 +201,7 @@ class PPOTrainer:
                 t0 = time.perf_counter()
                 batch, init_state = self.collect()
                 t1 = time.perf_counter()
+                self.algo.set_lr(self.lr_at(self.env_steps))
                 stats = {f"train/{k}": v for k, v in self.algo.update(batch, init_state).items()}
                 t2 = time.perf_counter()
                 bad = non_finite(stats)

@@ -250,8 +250,10 @@ def test_tiny_run_writes_progress_csv(tmp_path, model):
 VOLATILE = {"time_s", "perf/env_steps_per_s", "perf/collect_steps_per_s", "perf/updates_per_s"}
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
-    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch"])
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_resume_equals_an_uninterrupted_run(tmp_path, schedule):
+    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch",
+                              f"algo.lr_schedule={schedule}"])
     full = PPOTrainer(cfg, tmp_path / "full")
     full.run(cfg.logger)
     first = PPOTrainer(cfg, tmp_path / "split")
@@ -266,6 +268,15 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     for (name, p), q in zip(full.agent.state_dict().items(), second.agent.state_dict().values()):
         assert torch.equal(p, q), name
     assert np.array_equal(full.obs, second.obs)
+    lr = cfg.algo.lr
+    expected = [lr] * 4 if schedule == "constant" else [lr, 0.75 * lr, 0.5 * lr, 0.25 * lr]
+    assert [float(r["train/lr"]) for r in b] == pytest.approx(expected, rel=1e-12)
+
+
+def test_lr_schedule_is_checked():
+    from src.config import ConfigError
+    with pytest.raises(ConfigError, match="algo.lr_schedule must be one of constant, linear, got 'cosine'"):
+        PPOTrainer(compose_cfg(TINY + ["algo.lr_schedule=cosine"]), Path("unused"))
 
 
 MODELS = sorted(p.stem for p in (__import__("src.config", fromlist=["CONF_DIR"]).CONF_DIR / "model").glob("*.yaml"))
@@ -377,8 +388,9 @@ def test_non_finite_loss_stops_with_sacs_message(tmp_path, monkeypatch):
 
 
 def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
-    """A PPO checkpoint whose config has no ppo_agent.time_embedding or layout (runs before they
-    existed) is the same experiment as today's config with time_embedding null, layout memrl."""
+    """A PPO checkpoint whose config has no ppo_agent.time_embedding, layout or algo.lr_schedule (runs
+    before they existed) is the same experiment as today's config with time_embedding null, layout
+    memrl, lr_schedule constant."""
     cfg = compose_cfg(TINY + ["model=gru", "model.memory.backend=torch", "eval.num_episodes=0",
                               "train.env_steps=256"])
     PPOTrainer(cfg, tmp_path).run(cfg.logger)
@@ -386,6 +398,7 @@ def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
     state = torch.load(path, weights_only=False)
     del state["config"]["ppo_agent"]["time_embedding"]
     del state["config"]["ppo_agent"]["layout"]  # and before ppo_agent.layout (memrl's)
+    del state["config"]["algo"]["lr_schedule"]  # and before algo.lr_schedule (constant)
     torch.save(state, path)
     PPOTrainer(cfg, tmp_path).load()  # no config-difference error
 

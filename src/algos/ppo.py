@@ -96,7 +96,7 @@ class PPO:
     rollout and splits them into ``num_minibatches`` minibatches; each sequence restarts from the
     memory state it had when the chunk was collected, with resets at the episode starts inside it."""
 
-    STATS = ("policy_loss", "value_loss", "entropy", "kl", "clip_frac", "grad_norm", "kl_coef")
+    STATS = ("policy_loss", "value_loss", "entropy", "kl", "clip_frac", "grad_norm", "kl_coef", "lr")
 
     def __init__(self, agent, *, lr: float, clip: float, epochs: int, num_minibatches: int,
                  vf_coef: float = 1.0, ent_coef: float = 0.0, kl_coef: float = 0.0, kl_target: float = 0.01,
@@ -107,6 +107,11 @@ class PPO:
         self.clip, self.epochs, self.num_minibatches = clip, int(epochs), int(num_minibatches)
         self.vf_coef, self.ent_coef, self.kl_coef, self.kl_target = vf_coef, ent_coef, float(kl_coef), kl_target
         self.value_clip, self.vf_loss_clip, self.grad_clip, self.norm_adv = value_clip, vf_loss_clip, grad_clip, norm_adv
+
+    def set_lr(self, lr: float) -> None:
+        """The learning rate of the next updates (the trainer's schedule sets it before each rollout's)."""
+        for group in self.opt.param_groups:
+            group["lr"] = float(lr)
 
     def update(self, batch: Dict[str, Tensor], init_state) -> Dict[str, float]:
         """``batch``: obs [N,T,D], first [N,T] bool, actions, logits (the rollout's), values,
@@ -140,6 +145,7 @@ class PPO:
                 count += 1
         out = {k: v / count for k, v in sums.items()}
         out["kl_coef"] = self.kl_coef  # the coefficient these updates used
+        out["lr"] = self.opt.param_groups[0]["lr"]
         if self.kl_coef > 0:
             self.kl_coef = adapt_kl_coef(self.kl_coef, out["kl"], self.kl_target)
         return out
