@@ -211,8 +211,8 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
     """A run's saved config in today's keys, so that runs started before a rename still resume:
     agent.orthogonal_init (bool) -> agent.init (reference | layer); agent.actor_memory=<model name>
     -> that model's config (model@agent.actor_memory); eval.num_episodes, model.actor_overrides and
-    ppo_agent.time_embedding / ppo_agent.layout / algo.lr_schedule (PPO) where they were absent
-    (null, {}, null, memrl, constant);
+    ppo_agent.time_embedding / ppo_agent.layout / algo.lr_schedule, lr_decay_start (PPO) where they
+    were absent (null, {}, null, memrl, constant, 0);
     eval.best_by (the task's)."""
     saved = saved.copy()
     agent, model = saved.agent, saved.model
@@ -240,8 +240,9 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
         saved.ppo_agent.time_embedding = None
     if "ppo_agent" in saved and "layout" not in saved.ppo_agent:  # PPO runs from before POPGym's layout
         saved.ppo_agent.layout = "memrl"
-    if saved.algo.get("name") == "ppo" and "lr_schedule" not in saved.algo:  # PPO runs from before the schedule
-        saved.algo.lr_schedule = "constant"
+    if saved.algo.get("name") == "ppo":  # PPO runs from before the learning-rate schedule
+        saved.algo.setdefault("lr_schedule", "constant")
+        saved.algo.setdefault("lr_decay_start", 0.0)
     return saved
 
 

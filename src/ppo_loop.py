@@ -64,6 +64,9 @@ def validate_ppo(cfg: DictConfig) -> None:
         raise ConfigError(f"algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1], got {a.gamma}, {a.gae_lambda}")
     if a.get("lr_schedule", "constant") not in LR_SCHEDULES:
         raise ConfigError(f"algo.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {a.lr_schedule!r}")
+    if not 0.0 <= float(a.get("lr_decay_start", 0.0)) < 1.0:
+        raise ConfigError(f"algo.lr_decay_start is the fraction of train.env_steps before the linear decay "
+                          f"begins: it must be in [0, 1), got {a.lr_decay_start}")
     if int(cfg.eval.interval) <= 0 or int(cfg.eval.num_episodes) < 0:
         raise ConfigError(f"eval.interval must be positive and eval.num_episodes >= 0, got "
                           f"{cfg.eval.interval}, {cfg.eval.num_episodes}")
@@ -119,12 +122,15 @@ class PPOTrainer:
 
     def lr_at(self, env_steps: int) -> float:
         """The learning rate of the update after ``env_steps`` collected: algo.lr throughout (constant,
-        RLlib's) or annealed linearly to 0 at train.env_steps (linear, CleanRL's ``anneal_lr``). It
-        depends only on the step count, so a resumed run follows the same schedule; a resume that
+        RLlib's) or, with linear, algo.lr up to the fraction algo.lr_decay_start of train.env_steps
+        and from there annealed linearly to 0 at train.env_steps (start 0: CleanRL's ``anneal_lr``).
+        It depends only on the step count, so a resumed run follows the same schedule; a resume that
         changes train.env_steps stretches the rest of it."""
-        lr = float(self.cfg.algo.lr)
-        if self.cfg.algo.get("lr_schedule", "constant") == "linear":
-            lr *= max(0.0, 1.0 - env_steps / int(self.cfg.train.env_steps))
+        a, budget = self.cfg.algo, int(self.cfg.train.env_steps)
+        lr = float(a.lr)
+        if a.get("lr_schedule", "constant") == "linear":
+            start = float(a.get("lr_decay_start", 0.0)) * budget
+            lr *= min(1.0, max(0.0, (budget - env_steps) / (budget - start)))
         return lr
 
     # ------------------------------------------------------------------ rollouts

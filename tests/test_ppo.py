@@ -250,10 +250,16 @@ def test_tiny_run_writes_progress_csv(tmp_path, model):
 VOLATILE = {"time_s", "perf/env_steps_per_s", "perf/collect_steps_per_s", "perf/updates_per_s"}
 
 
-@pytest.mark.parametrize("schedule", ["constant", "linear"])
+SCHEDULES = {"constant": [1, 1, 1, 1], "linear": [1, 0.75, 0.5, 0.25], "linear@0.5": [1, 1, 1, 0.5]}
+
+
+@pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_resume_equals_an_uninterrupted_run(tmp_path, schedule):
+    """... and the learning rate follows algo.lr_schedule (4 rollouts of 256 env steps; linear@0.5:
+    algo.lr_decay_start=0.5, constant for the first 512 steps, then down to 0 at 1,024)."""
+    name, _, start = schedule.partition("@")
     cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch",
-                              f"algo.lr_schedule={schedule}"])
+                              f"algo.lr_schedule={name}", f"algo.lr_decay_start={start or 0}"])
     full = PPOTrainer(cfg, tmp_path / "full")
     full.run(cfg.logger)
     first = PPOTrainer(cfg, tmp_path / "split")
@@ -268,8 +274,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, schedule):
     for (name, p), q in zip(full.agent.state_dict().items(), second.agent.state_dict().values()):
         assert torch.equal(p, q), name
     assert np.array_equal(full.obs, second.obs)
-    lr = cfg.algo.lr
-    expected = [lr] * 4 if schedule == "constant" else [lr, 0.75 * lr, 0.5 * lr, 0.25 * lr]
+    expected = [cfg.algo.lr * f for f in SCHEDULES[schedule]]
     assert [float(r["train/lr"]) for r in b] == pytest.approx(expected, rel=1e-12)
 
 
@@ -277,6 +282,8 @@ def test_lr_schedule_is_checked():
     from src.config import ConfigError
     with pytest.raises(ConfigError, match="algo.lr_schedule must be one of constant, linear, got 'cosine'"):
         PPOTrainer(compose_cfg(TINY + ["algo.lr_schedule=cosine"]), Path("unused"))
+    with pytest.raises(ConfigError, match=r"lr_decay_start .* must be in \[0, 1\), got 1.0"):
+        PPOTrainer(compose_cfg(TINY + ["algo.lr_schedule=linear", "algo.lr_decay_start=1.0"]), Path("unused"))
 
 
 MODELS = sorted(p.stem for p in (__import__("src.config", fromlist=["CONF_DIR"]).CONF_DIR / "model").glob("*.yaml"))
@@ -399,6 +406,7 @@ def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
     del state["config"]["ppo_agent"]["time_embedding"]
     del state["config"]["ppo_agent"]["layout"]  # and before ppo_agent.layout (memrl's)
     del state["config"]["algo"]["lr_schedule"]  # and before algo.lr_schedule (constant)
+    del state["config"]["algo"]["lr_decay_start"]
     torch.save(state, path)
     PPOTrainer(cfg, tmp_path).load()  # no config-difference error
 
