@@ -44,6 +44,29 @@ SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
 LR_SCHEDULES = ("constant", "linear")
 
 
+def lr_points(schedule) -> List[List[float]] | None:
+    """algo.lr_schedule as a list of [env_steps, lr] points (RLlib's ``lr_schedule`` form), or None
+    for the named schedules. Raises ConfigError for anything else."""
+    if isinstance(schedule, str):
+        if schedule not in LR_SCHEDULES:
+            raise ConfigError(f"algo.lr_schedule must be one of {', '.join(LR_SCHEDULES)} or a list of "
+                              f"[env_steps, lr] points, got {schedule!r}")
+        return None
+    points = OmegaConf.to_container(schedule) if OmegaConf.is_config(schedule) else schedule
+    bad = ConfigError(f"algo.lr_schedule as a list must hold [env_steps, lr] pairs with env_steps increasing "
+                      f"and lr >= 0, e.g. '[[0,1e-3],[4000000,1e-3],[4500000,1e-4]]', got {points!r}")
+    if not isinstance(points, (list, tuple)) or not points:
+        raise bad
+    try:
+        points = [[float(step), float(lr)] for step, lr in points]
+    except (TypeError, ValueError):
+        raise bad from None
+    steps = [step for step, _ in points]
+    if any(b <= a for a, b in zip(steps, steps[1:])) or steps[0] < 0 or any(lr < 0 for _, lr in points):
+        raise bad
+    return points
+
+
 def validate_ppo(cfg: DictConfig) -> None:
     tr, a = cfg.train, cfg.algo
     missing = [k for k in ("env_steps", "num_envs", "rollout_len") if k not in tr] + \
@@ -62,8 +85,9 @@ def validate_ppo(cfg: DictConfig) -> None:
                           f"{a.num_minibatches} minibatches of whole sequences: make num_envs a multiple of it")
     if not 0.0 < float(a.gamma) <= 1.0 or not 0.0 <= float(a.gae_lambda) <= 1.0:
         raise ConfigError(f"algo.gamma must be in (0, 1] and algo.gae_lambda in [0, 1], got {a.gamma}, {a.gae_lambda}")
-    if a.get("lr_schedule", "constant") not in LR_SCHEDULES:
-        raise ConfigError(f"algo.lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {a.lr_schedule!r}")
+    if lr_points(a.get("lr_schedule", "constant")) is not None and float(a.get("lr_decay_start", 0.0)):
+        raise ConfigError("algo.lr_decay_start belongs to lr_schedule=linear; with a list of points, "
+                          "put the start of the decay in the points")
     if not 0.0 <= float(a.get("lr_decay_start", 0.0)) < 1.0:
         raise ConfigError(f"algo.lr_decay_start is the fraction of train.env_steps before the linear decay "
                           f"begins: it must be in [0, 1), got {a.lr_decay_start}")
@@ -122,11 +146,16 @@ class PPOTrainer:
 
     def lr_at(self, env_steps: int) -> float:
         """The learning rate of the update after ``env_steps`` collected: algo.lr throughout (constant,
-        RLlib's) or, with linear, algo.lr up to the fraction algo.lr_decay_start of train.env_steps
-        and from there annealed linearly to 0 at train.env_steps (start 0: CleanRL's ``anneal_lr``).
-        It depends only on the step count, so a resumed run follows the same schedule; a resume that
-        changes train.env_steps stretches the rest of it."""
+        RLlib's); with linear, algo.lr up to the fraction algo.lr_decay_start of train.env_steps
+        and from there annealed linearly to 0 at train.env_steps (start 0: CleanRL's ``anneal_lr``);
+        with a list of [env_steps, lr] points, linear between them and flat outside (RLlib's
+        ``lr_schedule``; algo.lr is then unused). It depends only on the step count, so a resumed run
+        follows the same schedule; a resume that changes train.env_steps stretches the linear one."""
         a, budget = self.cfg.algo, int(self.cfg.train.env_steps)
+        points = lr_points(a.get("lr_schedule", "constant"))
+        if points is not None:
+            steps, lrs = zip(*points)
+            return float(np.interp(env_steps, steps, lrs))
         lr = float(a.lr)
         if a.get("lr_schedule", "constant") == "linear":
             start = float(a.get("lr_decay_start", 0.0)) * budget

@@ -250,16 +250,23 @@ def test_tiny_run_writes_progress_csv(tmp_path, model):
 VOLATILE = {"time_s", "perf/env_steps_per_s", "perf/collect_steps_per_s", "perf/updates_per_s"}
 
 
-SCHEDULES = {"constant": [1, 1, 1, 1], "linear": [1, 0.75, 0.5, 0.25], "linear@0.5": [1, 1, 1, 0.5]}
+# algo.lr_schedule overrides -> train/lr of the 4 rollouts, as multiples of algo.lr or, for a list of
+# [env_steps, lr] points, absolute (linear between points, flat after the last one).
+SCHEDULES = {
+    "constant": (["algo.lr_schedule=constant"], [1, 1, 1, 1]),
+    "linear": (["algo.lr_schedule=linear"], [1, 0.75, 0.5, 0.25]),
+    "linear@0.5": (["algo.lr_schedule=linear", "algo.lr_decay_start=0.5"], [1, 1, 1, 0.5]),
+    "points": (["algo.lr_schedule=[[0,2e-3],[512,1e-3],[640,1e-4]]"], [2e-3, 1.5e-3, 1e-3, 1e-4]),
+}
 
 
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 def test_resume_equals_an_uninterrupted_run(tmp_path, schedule):
     """... and the learning rate follows algo.lr_schedule (4 rollouts of 256 env steps; linear@0.5:
-    algo.lr_decay_start=0.5, constant for the first 512 steps, then down to 0 at 1,024)."""
-    name, _, start = schedule.partition("@")
-    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch",
-                              f"algo.lr_schedule={name}", f"algo.lr_decay_start={start or 0}"])
+    algo.lr_decay_start=0.5, constant for the first 512 steps, then down to 0 at 1,024; points:
+    2e-3 -> 1e-3 over the first 512 steps, down to 1e-4 at 640 and flat from there)."""
+    overrides, lrs = SCHEDULES[schedule]
+    cfg = compose_cfg(TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch"] + overrides)
     full = PPOTrainer(cfg, tmp_path / "full")
     full.run(cfg.logger)
     first = PPOTrainer(cfg, tmp_path / "split")
@@ -274,16 +281,25 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, schedule):
     for (name, p), q in zip(full.agent.state_dict().items(), second.agent.state_dict().values()):
         assert torch.equal(p, q), name
     assert np.array_equal(full.obs, second.obs)
-    expected = [cfg.algo.lr * f for f in SCHEDULES[schedule]]
+    expected = lrs if schedule == "points" else [cfg.algo.lr * f for f in lrs]
     assert [float(r["train/lr"]) for r in b] == pytest.approx(expected, rel=1e-12)
+    assert full.algo.opt.param_groups[0]["lr"] == pytest.approx(expected[-1], rel=1e-12)
 
 
-def test_lr_schedule_is_checked():
+@pytest.mark.parametrize("overrides, message", [
+    (["algo.lr_schedule=cosine"], "algo.lr_schedule must be one of constant, linear or a list of "
+                                  "\\[env_steps, lr\\] points, got 'cosine'"),
+    (["algo.lr_schedule=linear", "algo.lr_decay_start=1.0"], r"lr_decay_start .* must be in \[0, 1\), got 1.0"),
+    (["algo.lr_schedule=[[0,1e-3],[0,1e-4]]"], "env_steps increasing"),
+    (["algo.lr_schedule=[[0,1e-3],[100,-1e-4]]"], "lr >= 0"),
+    (["algo.lr_schedule=[[0,1e-3,5]]"], "pairs"),
+    (["algo.lr_schedule=[]"], "pairs"),
+    (["algo.lr_schedule=[[0,1e-3]]", "algo.lr_decay_start=0.5"], "lr_decay_start belongs to lr_schedule=linear"),
+])
+def test_lr_schedule_is_checked(overrides, message):
     from src.config import ConfigError
-    with pytest.raises(ConfigError, match="algo.lr_schedule must be one of constant, linear, got 'cosine'"):
-        PPOTrainer(compose_cfg(TINY + ["algo.lr_schedule=cosine"]), Path("unused"))
-    with pytest.raises(ConfigError, match=r"lr_decay_start .* must be in \[0, 1\), got 1.0"):
-        PPOTrainer(compose_cfg(TINY + ["algo.lr_schedule=linear", "algo.lr_decay_start=1.0"]), Path("unused"))
+    with pytest.raises(ConfigError, match=message):
+        PPOTrainer(compose_cfg(TINY + overrides), Path("unused"))
 
 
 MODELS = sorted(p.stem for p in (__import__("src.config", fromlist=["CONF_DIR"]).CONF_DIR / "model").glob("*.yaml"))
