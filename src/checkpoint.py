@@ -78,10 +78,11 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
 
 def require_same_config(saved: dict, current: dict, path: Path) -> None:
     """A checkpoint only continues the experiment that wrote it: every top-level config key outside
-    the runtime keys and the budget (a resumed run may be extended) must be equal, else a ValueError
-    lists the differences."""
-    from src.config import BUDGET_KEYS, config_differences
-    diffs = config_differences(saved, current, saved_is="checkpoint has", ignore=BUDGET_KEYS)
+    the runtime keys, the budget (a resumed run may be extended) and PPO's learning-rate schedule
+    (checked by PPOTrainer against the rates already used) must be equal, else a ValueError lists
+    the differences."""
+    from src.config import config_differences, resumable_keys
+    diffs = config_differences(saved, current, saved_is="checkpoint has", ignore=resumable_keys(current))
     if diffs:
         raise ValueError(f"{path} was written by a different config:\n  " + "\n  ".join(diffs)
                          + "\nuse a new output directory, or resume with the run's own config")

@@ -248,7 +248,7 @@ def upgrade_saved_config(saved: DictConfig) -> DictConfig:
 
 def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) -> DictConfig:
     """The saved config of ``run_dir``; command-line overrides must agree with it, except the budget
-    (BUDGET_KEYS), which they may change. ``choices``: the
+    and PPO's learning-rate schedule (resumable_keys), which they may change. ``choices``: the
     config-group choices of this command (Hydra's runtime.choices), compared with the run's own
     (``experiment=paper`` on a run started without it is a conflict, not silently ignored)."""
     from src.rundir import saved_choices
@@ -279,7 +279,7 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
                 conflicts.append(f"{label}: run has {old!r}, command line asks {new!r}")
             continue
         new, old = OmegaConf.select(cfg, key), OmegaConf.select(saved, key)
-        if key in BUDGET_KEYS:  # a longer (or shorter) run: taken, and written to the run's config
+        if key in resumable_keys(saved):  # a longer run, a new lr ahead: taken, written to the run's config
             OmegaConf.update(saved, key, new, merge=False)
         elif new != old:
             conflicts.append(f"{key}: run has {old!r}, command line asks {new!r}")
@@ -295,7 +295,7 @@ def load_resume_config(run_dir: Path, cfg: DictConfig, overrides, choices=None) 
 
 def config_differences(saved: dict, current: dict, saved_is: str = "run has", ignore=()) -> list:
     """Lines naming every top-level key (runtime keys aside) whose value differs; ``ignore``: dotted
-    keys left out of the comparison (BUDGET_KEYS when a checkpoint is loaded)."""
+    keys left out of the comparison (resumable_keys when a checkpoint is loaded)."""
     saved, current = _without(saved, ignore), _without(current, ignore)
     return [f"{k}: {saved_is} {saved.get(k)!r}, now {current.get(k)!r}"
             for k in sorted(set(saved) | set(current))
@@ -313,8 +313,20 @@ def _without(cfg: dict, dotted_keys) -> dict:
 
 
 # The run's length: a resumed run may change it (resume=<dir> train.num_iters=800 extends a finished
-# run); nothing else in a run depends on it (no schedule is stretched to the budget).
+# run). Only PPO's linear lr schedule depends on it; a budget change that would alter a rate already
+# used is refused (PPOTrainer).
 BUDGET_KEYS = ("train.num_iters", "train.env_steps")
+# PPO's learning-rate schedule: a resume may change it for the steps not yet run (resume=<dir>
+# 'algo.lr_schedule=[[0,1e-3],[15000000,1e-3],[16000000,1e-4]]' train.env_steps=20000000 lowers the
+# rate of a run that ran 15M at 1e-3); PPOTrainer refuses a schedule that changes a rate already used.
+LR_SCHEDULE_KEYS = ("algo.lr", "algo.lr_schedule", "algo.lr_decay_start")
+
+
+def resumable_keys(cfg) -> tuple:
+    """The keys a resume may change (written to the run's config): the budget, and for PPO runs
+    (``cfg``: a config or its dict) the learning-rate schedule."""
+    algo = cfg.get("algo") or {}
+    return BUDGET_KEYS + (LR_SCHEDULE_KEYS if algo.get("name") == "ppo" else ())
 
 
 GROUP_KEYS = ("task", "env", "model", "algo", "logger", "experiment")

@@ -32,7 +32,7 @@ import envs
 from src.algos.ppo import PPO, gae
 from src.allocator import keep_freed_memory
 from src.checkpoint import load_run_checkpoint, save_checkpoint
-from src.config import ConfigError
+from src.config import ConfigError, upgrade_saved_config
 from src.logger import RunLogger
 from src.loop import resolve_device
 from src.stop_signals import StopSignals, TrainingInterrupted  # noqa: F401 (re-exported)
@@ -98,6 +98,49 @@ def validate_ppo(cfg: DictConfig) -> None:
         raise ConfigError(f"num_threads must be positive, got {cfg.num_threads}")
 
 
+def scheduled_lr(cfg, env_steps: int) -> float:
+    """The learning rate of the update after ``env_steps`` collected: algo.lr throughout (constant,
+    RLlib's); with linear, algo.lr up to the fraction algo.lr_decay_start of train.env_steps
+    and from there annealed linearly to 0 at train.env_steps (start 0: CleanRL's ``anneal_lr``);
+    with a list of [env_steps, lr] points, linear between them and flat outside (RLlib's
+    ``lr_schedule``; algo.lr is then unused). It depends only on the step count (and the budget), so
+    a resumed run follows the same schedule; a resume may change the schedule, or the budget of a
+    linear one, only where the run has not been yet (check_schedule_keeps_the_past)."""
+    a, budget = cfg.algo, int(cfg.train.env_steps)
+    points = lr_points(a.get("lr_schedule", "constant"))
+    if points is not None:
+        steps, lrs = zip(*points)
+        return float(np.interp(env_steps, steps, lrs))
+    lr = float(a.lr)
+    if a.get("lr_schedule", "constant") == "linear":
+        start = float(a.get("lr_decay_start", 0.0)) * budget
+        lr *= min(1.0, max(0.0, (budget - env_steps) / (budget - start)))
+    return lr
+
+
+def check_schedule_keeps_the_past(saved: DictConfig, cfg: DictConfig, iterations: int) -> None:
+    """A resume may change the learning-rate schedule only ahead of the run: the new one must give
+    the rate each finished iteration used (iteration k updated at k * num_envs * rollout_len env steps)."""
+    per_iter = int(cfg.train.num_envs) * int(cfg.train.rollout_len)
+    for k in range(iterations):
+        old, new = scheduled_lr(saved, k * per_iter), scheduled_lr(cfg, k * per_iter)
+        if not math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-15):
+            raise ConfigError(
+                f"the new learning-rate schedule changes the past: at env step {k * per_iter:,} the run "
+                f"used lr {old:g}, the new schedule gives {new:g}. A resume may change the schedule only "
+                f"from env step {iterations * per_iter:,} on (the run's count); keep the old rates up to "
+                f"there, e.g. 'algo.lr_schedule=[[0,{scheduled_lr(saved, 0):g}],[{iterations * per_iter},"
+                f"{scheduled_lr(saved, iterations * per_iter):g}],...]' for a run that ran at a constant rate")
+
+
+def check_resume_schedule(ckpt_path: Path, cfg: DictConfig) -> None:
+    """check_schedule_keeps_the_past for the run whose checkpoint is ``ckpt_path``, before anything
+    of the resume is written."""
+    state = load_run_checkpoint(ckpt_path, cfg)
+    check_schedule_keeps_the_past(upgrade_saved_config(OmegaConf.create(state["config"])), cfg,
+                                  state["counters"]["iteration"])
+
+
 class PPOTrainer:
     def __init__(self, cfg: DictConfig, run_dir: Path):
         validate_ppo(cfg)
@@ -145,22 +188,7 @@ class PPOTrainer:
         return math.ceil(int(self.cfg.train.env_steps) / (self.N * self.T))
 
     def lr_at(self, env_steps: int) -> float:
-        """The learning rate of the update after ``env_steps`` collected: algo.lr throughout (constant,
-        RLlib's); with linear, algo.lr up to the fraction algo.lr_decay_start of train.env_steps
-        and from there annealed linearly to 0 at train.env_steps (start 0: CleanRL's ``anneal_lr``);
-        with a list of [env_steps, lr] points, linear between them and flat outside (RLlib's
-        ``lr_schedule``; algo.lr is then unused). It depends only on the step count, so a resumed run
-        follows the same schedule; a resume that changes train.env_steps stretches the linear one."""
-        a, budget = self.cfg.algo, int(self.cfg.train.env_steps)
-        points = lr_points(a.get("lr_schedule", "constant"))
-        if points is not None:
-            steps, lrs = zip(*points)
-            return float(np.interp(env_steps, steps, lrs))
-        lr = float(a.lr)
-        if a.get("lr_schedule", "constant") == "linear":
-            start = float(a.get("lr_decay_start", 0.0)) * budget
-            lr *= min(1.0, max(0.0, (budget - env_steps) / (budget - start)))
-        return lr
+        return scheduled_lr(self.cfg, env_steps)
 
     # ------------------------------------------------------------------ rollouts
     def _t(self, x, dtype=torch.float32):
@@ -306,6 +334,8 @@ class PPOTrainer:
 
     def load(self) -> dict:
         state = load_run_checkpoint(self.ckpt_path, self.cfg, map_location=self.device)
+        saved = upgrade_saved_config(OmegaConf.create(state["config"]))
+        check_schedule_keeps_the_past(saved, self.cfg, state["counters"]["iteration"])
         self.agent.load_state_dict(state["agent"])
         self.algo.load_state_dict(state["algo"])
         c = state["counters"]

@@ -92,14 +92,14 @@ def write_run_files(run_dir: Path, cfg: DictConfig, hydra_cfg, resumed: bool) ->
 
 
 def record_budget(run_dir: Path, cfg: DictConfig) -> List[str]:
-    """A resume that changed the run's budget (``resume=<dir> train.num_iters=800``) writes it into
-    ``.hydra/config.yaml`` (atomically), so later resumes and src.evaluate see the run as it now is.
-    Returns "key old -> new" for each change."""
-    from src.config import BUDGET_KEYS
+    """A resume that changed the run's budget (``resume=<dir> train.num_iters=800``) or PPO's
+    learning-rate schedule writes it into ``.hydra/config.yaml`` (atomically), so later resumes and
+    src.evaluate see the run as it now is. Returns "key old -> new" for each change."""
+    from src.config import resumable_keys
     path = run_dir / ".hydra" / "config.yaml"
     saved = OmegaConf.load(path)
     changed = []
-    for key in sorted(BUDGET_KEYS):  # train.env_steps first: a num_iters derived from it then follows
+    for key in sorted(resumable_keys(saved)):  # train.env_steps before a num_iters derived from it
         old, new = select_or_none(saved, key), select_or_none(cfg, key)
         if new is not None and new != old:
             changed.append(f"{key} {old} -> {new}")

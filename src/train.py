@@ -50,10 +50,13 @@ def run(cfg: DictConfig) -> dict:
         if not cfg.resume and checkpoint.exists():  # a requeued job continues its own run only
             check_same_run(run_dir, cfg)
         resumed = checkpoint.exists()
+        if resumed and cfg.algo.name == "ppo":  # a new lr schedule must keep the rates already used
+            from src.ppo_loop import check_resume_schedule
+            check_resume_schedule(checkpoint, cfg)
         budget_changes = write_run_files(run_dir, cfg, hc, resumed)
         log.info("run directory: %s", run_dir)
         for change in budget_changes:
-            log.info("budget changed on resume: %s (written to .hydra/config.yaml)", change)
+            log.info("changed on resume: %s (written to .hydra/config.yaml)", change)
         if cfg.algo.name == "ppo":  # recurrent PPO (task=popgym)
             from src.ppo_loop import PPOTrainer
             return PPOTrainer(cfg, run_dir).run(cfg.logger, resume=resumed)

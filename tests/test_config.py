@@ -207,6 +207,27 @@ def test_resume_may_change_the_budget_and_the_run_records_it(tmp_path, start, ov
         load_resume_config(tmp_path, compose_cfg(start + ["seed=5"]), ["seed=5"])
 
 
+def test_resume_may_change_ppos_learning_rate_schedule_only(tmp_path):
+    """PPO: algo.lr / lr_schedule / lr_decay_start are taken on resume and written to the run's config
+    (PPOTrainer then checks the rates already used); for SAC algo.lr stays a conflict."""
+    from src.config import load_resume_config
+    from src.rundir import record_budget
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(compose_cfg(["task=popgym"]), tmp_path / ".hydra" / "config.yaml")
+    ov = ["algo.lr_schedule=[[0,5e-5],[1000000,1e-5]]", "train.env_steps=20000000"]
+    cfg = load_resume_config(tmp_path, compose_cfg(["task=popgym"] + ov), ov)
+    assert OmegaConf.to_container(cfg.algo.lr_schedule) == [[0, 5e-5], [1000000, 1e-5]]
+    assert record_budget(tmp_path, cfg) == ["algo.lr_schedule constant -> [[0, 5e-05], [1000000, 1e-05]]",
+                                            "train.env_steps 15000000 -> 20000000"]
+    saved = OmegaConf.load(tmp_path / ".hydra" / "config.yaml")
+    assert OmegaConf.to_container(saved.algo.lr_schedule) == [[0, 5e-5], [1000000, 1e-5]]
+    sac = tmp_path / "sac"
+    (sac / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_cfg(["env=wind"]), sac / ".hydra" / "config.yaml")
+    with pytest.raises(ConfigError, match=r"algo.lr: run has .*, command line asks 0.001"):
+        load_resume_config(sac, compose_cfg(["env=wind", "algo.lr=1e-3"]), ["algo.lr=1e-3"])
+
+
 def test_resume_of_a_sweep_dir_points_to_continue(tmp_path):
     from src.config import load_resume_config
     with pytest.raises(ConfigError, match=r"not a memrl run directory$"):

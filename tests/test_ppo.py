@@ -410,6 +410,49 @@ def test_non_finite_loss_stops_with_sacs_message(tmp_path, monkeypatch):
     assert "algo.grad_clip" in msg and "α" not in msg
 
 
+def test_resume_may_change_the_learning_rate_ahead_of_the_run(tmp_path):
+    """A run at a constant rate, resumed after 2 of 4 iterations with a schedule that keeps that rate
+    up to there and then drops, equals a run with that schedule from the start; a schedule that
+    changes a rate already used is refused (and the run is untouched)."""
+    from src.config import ConfigError
+    base = TINY + ["model=gru", "train.env_steps=1024", "model.memory.backend=torch"]
+    lr = compose_cfg(base).algo.lr
+    drop = compose_cfg(base + [f"algo.lr_schedule=[[0,{lr}],[512,{lr}],[768,{lr / 10}]]"])
+    full = PPOTrainer(drop, tmp_path / "full")
+    full.run(drop.logger)
+    first = PPOTrainer(compose_cfg(base), tmp_path / "split")
+    first.total_iterations = lambda: 2
+    first.run(drop.logger)
+    for past, step in (([f"algo.lr_schedule=[[0,{lr}],[256,{lr / 10}]]"], 256), ([f"algo.lr={lr * 2}"], 0),
+                       (["algo.lr_schedule=linear"], 256)):
+        with pytest.raises(ConfigError, match=f"changes the past: at env step {step} the run used lr {lr:g}"):
+            PPOTrainer(compose_cfg(base + past), tmp_path / "split").load()
+    second = PPOTrainer(drop, tmp_path / "split")
+    second.run(drop.logger, resume=True)
+    a, b = read_csv(tmp_path / "full" / "progress.csv"), read_csv(tmp_path / "split" / "progress.csv")
+    assert [float(r["train/lr"]) for r in b] == pytest.approx([lr, lr, lr, lr / 10], rel=1e-12)
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if k not in VOLATILE} == {k: v for k, v in rb.items() if k not in VOLATILE}
+    for (name, p), q in zip(full.agent.state_dict().items(), second.agent.state_dict().values()):
+        assert torch.equal(p, q), name
+
+
+def test_extending_a_linear_schedule_is_refused_once_its_decay_began(tmp_path):
+    """train.env_steps moves a linear decay: allowed while the run is still before the decay, refused
+    once the run has used decayed rates (its history would no longer match its config)."""
+    from src.config import ConfigError
+    base = TINY + ["model=gru", "model.memory.backend=torch", "eval.num_episodes=0", "algo.lr_schedule=linear",
+                   "algo.lr_decay_start=0.5"]
+    run = PPOTrainer(compose_cfg(base + ["train.env_steps=1024"]), tmp_path)
+    run.total_iterations = lambda: 2  # 512 steps: the decay starts at 512, no decayed rate used yet
+    run.run(compose_cfg(base).logger)
+    PPOTrainer(compose_cfg(base + ["train.env_steps=2048"]), tmp_path).load()  # rates 1, 1 either way
+    run = PPOTrainer(compose_cfg(base + ["train.env_steps=1024"]), tmp_path)
+    run.run(compose_cfg(base).logger, resume=True)  # the rest: lr x 1 at step 512, x 0.5 at 768
+    with pytest.raises(ConfigError, match="changes the past: at env step 768"):
+        PPOTrainer(compose_cfg(base + ["train.env_steps=2048"]), tmp_path).load()
+
+
 def test_checkpoint_from_before_the_time_embedding_resumes(tmp_path):
     """A PPO checkpoint whose config has no ppo_agent.time_embedding, layout or algo.lr_schedule (runs
     before they existed) is the same experiment as today's config with time_embedding null, layout
@@ -459,7 +502,8 @@ def test_recall_probe_default_lag_is_the_one_repeat_previous_easy_rewards():
 
 def test_a_finished_ppo_run_is_extended_by_resume_with_more_env_steps(tmp_path):
     """resume=<dir> train.env_steps=N: the command line composes with the run's own task=popgym
-    (train.env_steps exists only there), the run continues to N and its config records N."""
+    (train.env_steps exists only there), the run continues to N and its config records N; with it,
+    a new lr schedule that keeps the rates already used (a refused one leaves the run untouched)."""
     run = tmp_path / "run"
 
     def cli(*args):
@@ -467,8 +511,15 @@ def test_a_finished_ppo_run_is_extended_by_resume_with_more_env_steps(tmp_path):
                               capture_output=True, text=True, timeout=300)
     r = cli(*TINY, "model=gru", f"hydra.run.dir={run}")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = cli(f"resume={run}", "train.env_steps=1024")
+    saved = (run / ".hydra" / "config.yaml").read_text()
+    r = cli(f"resume={run}", "algo.lr_schedule=[[0,5e-5],[256,1e-5]]", "train.env_steps=1024")
+    assert r.returncode == 2 and "changes the past: at env step 256" in r.stderr, r.stderr[-2000:]
+    assert (run / ".hydra" / "config.yaml").read_text() == saved  # a refused resume writes nothing
+    r = cli(f"resume={run}", "algo.lr_schedule=[[0,5e-5],[512,5e-5],[768,1e-5]]", "train.env_steps=1024")
     assert r.returncode == 0, r.stderr[-2000:]
-    assert [int(row["env_steps"]) for row in read_csv(run / "progress.csv")] == [256, 512, 768, 1024]
-    assert OmegaConf.load(run / ".hydra" / "config.yaml").train.env_steps == 1024
+    rows = read_csv(run / "progress.csv")
+    assert [int(row["env_steps"]) for row in rows] == [256, 512, 768, 1024]
+    assert [float(row["train/lr"]) for row in rows] == pytest.approx([5e-5, 5e-5, 5e-5, 1e-5])
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    assert saved.train.env_steps == 1024 and saved.algo.lr_schedule[-1] == [768, 1e-5]
 

@@ -147,7 +147,7 @@ def test_a_finished_run_extended_on_resume_continues_as_a_longer_run(tmp_path):
     assert _cli(*common, "train.num_iters=2", f"hydra.run.dir={short}").returncode == 0
     r = _cli(f"resume={short}", "train.num_iters=4", "progress_bar=false")  # the curve was still rising
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "budget changed on resume: train.num_iters 2 -> 4" in r.stdout
+    assert "changed on resume: train.num_iters 2 -> 4" in r.stdout
     assert OmegaConf.load(short / ".hydra" / "config.yaml").train.num_iters == 4
     assert "; train.num_iters 2 -> 4" in (short / "git.txt").read_text()
     assert _cli(*common, "train.num_iters=4", f"hydra.run.dir={long}").returncode == 0
