@@ -20,7 +20,7 @@ import signal
 import time
 from functools import partial
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import gymnasium as gym
 import numpy as np
@@ -98,39 +98,41 @@ def validate_ppo(cfg: DictConfig) -> None:
         raise ConfigError(f"num_threads must be positive, got {cfg.num_threads}")
 
 
-def scheduled_lr(cfg, env_steps: int) -> float:
-    """The learning rate of the update after ``env_steps`` collected: algo.lr throughout (constant,
-    RLlib's); with linear, algo.lr up to the fraction algo.lr_decay_start of train.env_steps
-    and from there annealed linearly to 0 at train.env_steps (start 0: CleanRL's ``anneal_lr``);
-    with a list of [env_steps, lr] points, linear between them and flat outside (RLlib's
-    ``lr_schedule``; algo.lr is then unused). It depends only on the step count (and the budget), so
-    a resumed run follows the same schedule; a resume may change the schedule, or the budget of a
-    linear one, only where the run has not been yet (check_schedule_keeps_the_past)."""
+def lr_schedule(cfg) -> Callable[[int], float]:
+    """The learning rate of the update after ``env_steps`` collected, as a function of env_steps
+    (the schedule parsed once): algo.lr throughout (constant, RLlib's); with linear, algo.lr up to the
+    fraction algo.lr_decay_start of train.env_steps and from there annealed linearly to 0 at
+    train.env_steps (start 0: CleanRL's ``anneal_lr``); with a list of [env_steps, lr] points, linear
+    between them and flat outside (RLlib's ``lr_schedule``; algo.lr is then unused). It depends only
+    on the step count (and the budget), so a resumed run follows the same schedule; a resume may
+    change the schedule, or the budget of a linear one, only where the run has not been yet
+    (check_schedule_keeps_the_past)."""
     a, budget = cfg.algo, int(cfg.train.env_steps)
     points = lr_points(a.get("lr_schedule", "constant"))
     if points is not None:
         steps, lrs = zip(*points)
-        return float(np.interp(env_steps, steps, lrs))
+        return lambda env_steps: float(np.interp(env_steps, steps, lrs))
     lr = float(a.lr)
-    if a.get("lr_schedule", "constant") == "linear":
-        start = float(a.get("lr_decay_start", 0.0)) * budget
-        lr *= min(1.0, max(0.0, (budget - env_steps) / (budget - start)))
-    return lr
+    if a.get("lr_schedule", "constant") != "linear":
+        return lambda env_steps: lr
+    start = float(a.get("lr_decay_start", 0.0)) * budget
+    return lambda env_steps: lr * min(1.0, max(0.0, (budget - env_steps) / (budget - start)))
 
 
 def check_schedule_keeps_the_past(saved: DictConfig, cfg: DictConfig, iterations: int) -> None:
     """A resume may change the learning-rate schedule only ahead of the run: the new one must give
     the rate each finished iteration used (iteration k updated at k * num_envs * rollout_len env steps)."""
     per_iter = int(cfg.train.num_envs) * int(cfg.train.rollout_len)
+    old_lr, new_lr = lr_schedule(saved), lr_schedule(cfg)
     for k in range(iterations):
-        old, new = scheduled_lr(saved, k * per_iter), scheduled_lr(cfg, k * per_iter)
+        old, new = old_lr(k * per_iter), new_lr(k * per_iter)
         if not math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-15):
             raise ConfigError(
                 f"the new learning-rate schedule changes the past: at env step {k * per_iter:,} the run "
                 f"used lr {old:g}, the new schedule gives {new:g}. A resume may change the schedule only "
                 f"from env step {iterations * per_iter:,} on (the run's count); keep the old rates up to "
-                f"there, e.g. 'algo.lr_schedule=[[0,{scheduled_lr(saved, 0):g}],[{iterations * per_iter},"
-                f"{scheduled_lr(saved, iterations * per_iter):g}],...]' for a run that ran at a constant rate")
+                f"there, e.g. 'algo.lr_schedule=[[0,{old_lr(0):g}],[{iterations * per_iter},"
+                f"{old_lr(iterations * per_iter):g}],...]' for a run that ran at a constant rate")
 
 
 def check_resume_schedule(ckpt_path: Path, cfg: DictConfig) -> None:
@@ -175,6 +177,7 @@ class PPOTrainer:
         self.elapsed, self.mmer = 0.0, -math.inf
         self._since_row: Dict[str, List[float]] = {}
         self.signals = StopSignals()  # SIGUSR2/SIGTERM/SIGINT: finish the iteration, checkpoint, stop
+        self.lr_at = lr_schedule(cfg)  # env steps -> the learning rate of the next update
 
     def _vector_env(self, n: int, seed: int):
         ev = self.cfg.env
@@ -186,9 +189,6 @@ class PPOTrainer:
 
     def total_iterations(self) -> int:
         return math.ceil(int(self.cfg.train.env_steps) / (self.N * self.T))
-
-    def lr_at(self, env_steps: int) -> float:
-        return scheduled_lr(self.cfg, env_steps)
 
     # ------------------------------------------------------------------ rollouts
     def _t(self, x, dtype=torch.float32):
