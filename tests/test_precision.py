@@ -33,13 +33,23 @@ from tests.helpers import CONF, compose_cfg, options
 from torchkit.memory import reference_init_
 from torchkit.memory.shm import SHM
 from torchkit.nets import MLP
+from torchkit import precision
 from torchkit.precision import autocast_dtype, bf16_supported
 
 OUT_TOL, GRAD_TOL, PARAM_TOL, LOSS_TOL = 1e-2, 3e-2, 5e-2, 3e-2
 D, B, T, W = 24, 16, 48, 32
 
-needs_bf16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
-                                reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
+NATIVE_BF16 = bf16_supported(torch.device("cpu"))
+
+
+@pytest.fixture
+def bf16_path(monkeypatch):
+    """Run the bf16 path on every CPU, so that CI checks its numbers on any machine. A CPU without
+    AVX512-BF16/AMX still computes bfloat16 autocast (ATen/oneDNN convert to float32, multiply,
+    round the result to bfloat16: the same roundings as native units, only slower), but
+    ``precision=bf16`` would fall back to float32 there: the fixture lets the algorithms take it."""
+    if not NATIVE_BF16:
+        monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
 
 
 def rel(a, b) -> float:
@@ -75,7 +85,6 @@ def test_every_model_config_is_covered():
     assert set(options("model")) <= {"gru", "lstm", "mlp", *SIZES}
 
 
-@needs_bf16
 @pytest.mark.parametrize("name", options("model"))
 def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name):
     torch.set_num_threads(1)
@@ -113,7 +122,6 @@ def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name):
     assert all(rel(a, b) <= OUT_TOL for a, b in zip(ss16, ss32) if a.is_floating_point())
 
 
-@needs_bf16
 def test_shm_scan_and_state_stay_fp32_under_autocast():
     """The recurrence (C++ or PyTorch scan) sees float32 factors and keeps a float32 state."""
     layer = build("shm")
@@ -131,7 +139,6 @@ def test_shm_scan_and_state_stay_fp32_under_autocast():
     assert M.dtype == torch.float32 and set(seen) == {torch.float32}
 
 
-@needs_bf16
 def test_heads_run_bf16_hidden_layers_and_a_fp32_output_layer():
     torch.manual_seed(0)
     mlp = MLP(40, [64, 64], 1)
@@ -166,10 +173,9 @@ MEMORIES = {"shm": lambda d: SHM(d, 16, mem_size=4, num_thetas=8, theta_sampling
             "gru": lambda d: instantiate({"_target_": "torchkit.memory.rnn.GRU", "hidden_size": 16}, input_size=d)}
 
 
-@needs_bf16
 @pytest.mark.parametrize("algo", [SAC, SACDiscrete, TD3])
 @pytest.mark.parametrize("memory", sorted(MEMORIES))
-def test_sac_update_under_bf16_keeps_fp32_weights_and_optimiser_state(memory, algo):
+def test_sac_update_under_bf16_keeps_fp32_weights_and_optimiser_state(memory, algo, bf16_path):
     torch.set_num_threads(1)
     discrete = algo is SACDiscrete
     stats, agents = {}, {}
@@ -206,9 +212,8 @@ def test_sac_update_under_bf16_keeps_fp32_weights_and_optimiser_state(memory, al
     assert {k: float(v) for k, v in plain.update(batch).items()} == stats["fp32"]
 
 
-@needs_bf16
 @pytest.mark.parametrize("algo", [SAC, SACDiscrete, TD3])
-def test_critic_forward_after_its_step_reads_the_new_weights_under_bf16(algo):
+def test_critic_forward_after_its_step_reads_the_new_weights_under_bf16(algo, bf16_path):
     """The actor loss reads the critic after its optimiser step, inside the same autocast region.
     Autocast caches bf16 copies of parameters keyed by tensor, not version: without clearing the
     cache after the step, that second critic forward would use the weights from before it."""
