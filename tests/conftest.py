@@ -25,3 +25,15 @@ def no_native_kernels(monkeypatch):
     native.available.cache_clear()
     yield
     native.available.cache_clear()
+
+
+@pytest.fixture
+def bf16_path(monkeypatch):
+    """Run the bf16 path on every CPU, so that CI checks its numbers on any machine. A CPU without
+    AVX512-BF16/AMX still computes bfloat16 autocast (ATen/oneDNN convert to float32, multiply,
+    round the result to bfloat16: the same roundings as native units, only slower), but
+    ``precision=bf16`` falls back to float32 there: the fixture lets the algorithms take it."""
+    from torchkit import precision
+
+    if not precision.bf16_supported(torch.device("cpu")):
+        monkeypatch.setattr(precision, "bf16_supported", lambda device: True)

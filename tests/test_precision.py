@@ -33,24 +33,10 @@ from tests.helpers import CONF, compose_cfg, options
 from torchkit.memory import reference_init_
 from torchkit.memory.shm import SHM
 from torchkit.nets import MLP
-from torchkit import precision
 from torchkit.precision import autocast_dtype, bf16_supported
 
 OUT_TOL, GRAD_TOL, PARAM_TOL, LOSS_TOL = 1e-2, 3e-2, 5e-2, 3e-2
 D, B, T, W = 24, 16, 48, 32
-
-NATIVE_BF16 = bf16_supported(torch.device("cpu"))
-
-
-@pytest.fixture
-def bf16_path(monkeypatch):
-    """Run the bf16 path on every CPU, so that CI checks its numbers on any machine. A CPU without
-    AVX512-BF16/AMX still computes bfloat16 autocast (ATen/oneDNN convert to float32, multiply,
-    round the result to bfloat16: the same roundings as native units, only slower), but
-    ``precision=bf16`` would fall back to float32 there: the fixture lets the algorithms take it."""
-    if not NATIVE_BF16:
-        monkeypatch.setattr(precision, "bf16_supported", lambda device: True)
-
 
 def rel(a, b) -> float:
     a, b = a.detach().double(), b.detach().double()
