@@ -30,8 +30,9 @@ def no_native_kernels(monkeypatch):
 @pytest.fixture
 def bf16_path(monkeypatch):
     """Run the bf16 path on every CPU, so that CI checks its numbers on any machine. A CPU without
-    AVX512-BF16/AMX still computes bfloat16 autocast (ATen/oneDNN convert to float32, multiply,
-    round the result to bfloat16: the same roundings as native units, only slower), but
+    AVX512-BF16/AMX still computes bfloat16 autocast (ATen/oneDNN widen the bfloat16 operands,
+    multiply-add in float32 and round the result to bfloat16: what native units do, up to the order
+    of the sums; ~10x slower than float32, so only the unit tests take this path), but
     ``precision=bf16`` falls back to float32 there: the fixture lets the algorithms take it."""
     from torchkit import precision
 
