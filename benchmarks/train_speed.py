@@ -31,6 +31,12 @@ from src.config import compose_config as compose_cfg
 from torchkit.precision import bf16_supported
 
 
+def sync(device) -> None:
+    """Wait for the device's queued kernels (CUDA runs them asynchronously; a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def measure(env: str, model: str, updates: int, extra, precisions=("fp32",)) -> list:
     """One result dict per precision (same agent init, replay and batches for each)."""
     trainers = []
@@ -51,8 +57,10 @@ def measure(env: str, model: str, updates: int, extra, precisions=("fp32",)) -> 
     times = [[] for _ in trainers]
     for _ in range(updates):
         for t, ts in zip(trainers, times):  # interleaved: load changes hit every precision alike
+            sync(t.device)  # on a GPU the update's kernels run asynchronously: time them to their end
             t0 = time.perf_counter()
             t.algo.update(batch())  # sampling is part of an update's cost, as in the reference's measurement
+            sync(t.device)
             ts.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     trainer.evaluate()

@@ -275,3 +275,17 @@ def test_profile_update_benchmark_names_the_scan_and_the_time_per_update():
     per_update = float(re.search(r"([0-9.]+) ms of self CPU time per update", report).group(1))
     assert per_update > 0  # the profiler saw the update
     assert "Adam" in report and "aten::" in report  # the optimiser step and the ops are in the table
+
+
+def test_train_speed_benchmark_times_bf16_beside_fp32_and_each_update_to_its_end(monkeypatch, bf16_path):
+    """benchmarks/train_speed.py: one row per precision, each update timed between two device
+    synchronisations (on a GPU its kernels run asynchronously: an unsynchronised timer would read the
+    launch time, and the interleaved precisions would be charged each other's queued work)."""
+    from benchmarks import train_speed
+
+    synced = []
+    monkeypatch.setattr(train_speed, "sync", lambda device: synced.append(torch.device(device)))
+    rows = train_speed.measure("wind", "gru", 2, ["experiment=smoke", "device=cpu"], ("fp32", "bf16"))
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"]
+    assert all(r["sec_per_update"] > 0 and r["hours"] > 0 for r in rows)
+    assert synced == [torch.device("cpu")] * (2 * 2 * 2)  # before and after each timed update, per precision
