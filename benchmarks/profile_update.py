@@ -1,5 +1,6 @@
-"""Where one gradient update's time goes: torch.profiler's table of self CPU time per op over a few
-updates of the real Trainer (same agent, algorithm and replay as training).
+"""Where one gradient update's time goes: torch.profiler's table of self CPU time per op (on a GPU:
+self GPU kernel time) over a few updates of the real Trainer (same agent, algorithm and replay as
+training).
 
     python -m benchmarks.profile_update [--env wind] [--model shm] [--precision fp32|bf16]
                                         [--updates 5] [--rows 30] [--extra experiment=reference_sizes ...]
@@ -44,14 +45,19 @@ def main(argv=None) -> str:
 
     for _ in range(3):
         update()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    # on a GPU the CPU side only launches kernels: profile the device's kernel time as well
+    gpu = trainer.device.type == "cuda"
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
         for _ in range(args.updates):
             update()
+        if gpu:
+            torch.cuda.synchronize(trainer.device)
     events = prof.key_averages()
-    total_ms = sum(e.self_cpu_time_total for e in events) / 1e3
+    key, unit = ("self_device_time_total", "GPU") if gpu else ("self_cpu_time_total", "CPU")
+    total_ms = sum(getattr(e, key) for e in events) / 1e3
     report = (f"{args.env} {args.model} {args.precision}, {args.threads} thread(s), {' '.join(args.extra)}: "
-              f"{total_ms / args.updates:.1f} ms of self CPU time per update (profiler on)\n\n"
-              + events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+              f"{total_ms / args.updates:.1f} ms of self {unit} time per update (profiler on)\n\n"
+              + events.table(sort_by=key, row_limit=args.rows))
     print(report)
     return report
 
