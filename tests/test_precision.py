@@ -1,6 +1,7 @@
 """bf16 mixed precision (``precision=bf16``, torchkit/precision.py).
 
-Every memory layer of conf/model/ runs its bf16 path (under CPU autocast) within a stated tolerance
+Every memory layer of conf/model/ runs its bf16 path (under CPU autocast on every CPU, emulated where
+it has no bf16 units; and under CUDA autocast where a GPU is present) within a stated tolerance
 of its float32 path, with its recurrent state in float32; the heads run bf16 hidden layers and a
 float32 output layer; a whole SAC update under bf16 leaves float32 parameters, gradients and
 optimiser state; bad values and devices without bf16 are handled as documented.
@@ -71,20 +72,24 @@ def test_every_model_config_is_covered():
     assert set(options("model")) <= {"gru", "lstm", "mlp", *SIZES}
 
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", options("model"))
-def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name):
+def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name, device):
     torch.set_num_threads(1)
-    layer = build(name)
+    layer = build(name).to(device)
     params = [p for p in layer.parameters()]
     gen = torch.Generator().manual_seed(1)
     # under autocast the memory input comes from bf16 embedders; both paths read the same values
-    x16 = torch.randn(B, T, D, generator=gen).bfloat16()
+    x16 = torch.randn(B, T, D, generator=gen).bfloat16().to(device)
     x = x16.float()
-    probe = torch.randn(B, T, layer.output_size, generator=gen)
+    probe = torch.randn(B, T, layer.output_size, generator=gen).to(device)
 
     y32, s32 = layer(x)
     g32 = torch.autograd.grad((y32 * probe).sum(), params, allow_unused=True)
-    with bf16():
+    with torch.autocast(device, dtype=torch.bfloat16):
         y16, s16 = layer(x16)
     g16 = torch.autograd.grad((y16.float() * probe).sum(), params, allow_unused=True)
 
@@ -101,7 +106,7 @@ def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name):
 
     # single step from the sequence's state (the acting-path layout, under autocast)
     ys32, ss32 = layer.step(x[:, 0], s32)
-    with bf16():
+    with torch.autocast(device, dtype=torch.bfloat16):
         ys16, ss16 = layer.step(x16[:, 0], tuple(s.clone() for s in s32))
     assert rel(ys16, ys32) <= OUT_TOL
     assert all(a.dtype == b.dtype for a, b in zip(ss16, ss32))
