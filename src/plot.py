@@ -218,9 +218,9 @@ def plot_env(env: str, by_label: Dict[str, List[Run]], metric: str, out: Path, e
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
     path = out / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', env)}.png"
-    fig.savefig(path)
+    # the canvas grows to hold the legend, so long labels (e.g. --label algo.lr_schedule) keep the axes' size
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path, notes
 

@@ -175,3 +175,16 @@ def test_bootstrap_is_stratified_by_task():
     assert lo == hi == 1.0  # IQM of (0, 1, 1, 1) drops 0 and one 1
     with pytest.raises(ValueError, match="n_boot"):
         plot.stratified_bootstrap_ci([[1.0]], n_boot=0)
+
+
+def test_long_labels_widen_the_figure_and_keep_the_axes(tmp_path):
+    """The legend sits right of the axes: a long label (e.g. ``--label algo.lr_schedule``) widens the
+    saved image instead of squeezing the curves into a sliver."""
+    import matplotlib.image
+
+    widths = {}
+    for name, label in (("short", "shm"), ("long", "shm_" + "x" * 80)):
+        make_run(tmp_path / name / "run", "wind", label, 0, [0, 100, 200], [0.0, 0.3, 0.6])
+        assert plot.main([str(tmp_path / name / "run"), "--out", str(tmp_path / name / "plots")]) == 0
+        _, widths[name], _ = matplotlib.image.imread(tmp_path / name / "plots" / "wind.png").shape
+    assert widths["long"] > widths["short"] + 300  # ~80 more characters of legend at fontsize 8, 150 dpi
