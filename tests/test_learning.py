@@ -21,7 +21,8 @@ RECIPE = ["experiment=paper", "model=gru", "logger=none", "progress_bar=false",
 
 # bf16's numbers are checked on every CPU (tests/test_precision.py); a whole run needs bf16 units: emulated,
 # a bf16 GEMM takes ~10x the float32 time (3.8 -> 37 ms on [6464x104]x[104->128], AMD EPYC Zen 3)
-BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no native bf16 on this CPU (emulated: ~10x slower)")
+BF16 = pytest.mark.skipif(not bf16_supported(torch.device("cpu")),
+                          reason="no native bf16 on this CPU (emulated: ~10x slower)")
 
 
 @pytest.mark.timeout(900)
