@@ -41,6 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import sync  # noqa: E402
 from torchkit.memory.kernels.hadamard import hadamard_scan  # noqa: E402
 from torchkit.memory.kernels.shm import shm_scan, shm_scan_steps  # noqa: E402
 
@@ -100,11 +101,6 @@ SHM_METHODS = {"ref_index": ref_index, "unbind": unbind, "steps": steps, "hadama
 
 
 # ------------------------------------------------------------------------------ measurement
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure(fn, inputs, reps: int, device, clock=time.perf_counter):
     """fn(*inputs) -> tensors; loss = Σ out·1e-3. Returns (first-call s, median s, saved MB)."""
     def call(count_saved=False):
@@ -122,16 +118,16 @@ def measure(fn, inputs, reps: int, device, clock=time.perf_counter):
         torch.autograd.grad(loss, [x for x in inputs if x.requires_grad])
         return sum(seen.values()) / 2 ** 20
 
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     saved = call(count_saved=True)
-    _sync(device)
+    sync(device)
     first = time.perf_counter() - t0
     times = []
     for _ in range(reps):
         t0 = clock()
         call()
-        _sync(device)
+        sync(device)
         times.append(clock() - t0)
     return first, statistics.median(times), saved
 

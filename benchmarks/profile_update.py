@@ -18,6 +18,7 @@ import tempfile
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks import sync
 from src.config import compose_config
 from src.loop import Trainer
 
@@ -50,8 +51,7 @@ def main(argv=None) -> str:
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])) as prof:
         for _ in range(args.updates):
             update()
-        if gpu:
-            torch.cuda.synchronize(trainer.device)
+        sync(trainer.device)
     events = prof.key_averages()
     key, unit = ("self_device_time_total", "GPU") if gpu else ("self_cpu_time_total", "CPU")
     total_ms = sum(getattr(e, key) for e in events) / 1e3

@@ -26,15 +26,10 @@ import time
 
 import torch
 
+from benchmarks import sync
 from src.loop import Trainer
 from src.config import compose_config as compose_cfg
 from torchkit.precision import bf16_supported
-
-
-def sync(device) -> None:
-    """Wait for the device's queued kernels (CUDA runs them asynchronously; a no-op on the CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(env: str, model: str, updates: int, extra, precisions=("fp32",)) -> list:

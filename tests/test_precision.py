@@ -44,8 +44,8 @@ def rel(a, b) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
-def bf16():
-    return torch.autocast("cpu", dtype=torch.bfloat16)
+def bf16(device="cpu"):
+    return torch.autocast(device, dtype=torch.bfloat16)
 
 
 # Modest sizes: large enough that bf16 rounding averages as in training, small enough for seconds.
@@ -89,7 +89,7 @@ def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name, device):
 
     y32, s32 = layer(x)
     g32 = torch.autograd.grad((y32 * probe).sum(), params, allow_unused=True)
-    with torch.autocast(device, dtype=torch.bfloat16):
+    with bf16(device):
         y16, s16 = layer(x16)
     g16 = torch.autograd.grad((y16.float() * probe).sum(), params, allow_unused=True)
 
@@ -106,7 +106,7 @@ def test_memory_bf16_matches_fp32_and_keeps_fp32_state(name, device):
 
     # single step from the sequence's state (the acting-path layout, under autocast)
     ys32, ss32 = layer.step(x[:, 0], s32)
-    with torch.autocast(device, dtype=torch.bfloat16):
+    with bf16(device):
         ys16, ss16 = layer.step(x16[:, 0], tuple(s.clone() for s in s32))
     assert rel(ys16, ys32) <= OUT_TOL
     assert all(a.dtype == b.dtype for a, b in zip(ss16, ss32))
