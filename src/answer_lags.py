@@ -12,10 +12,14 @@ policy puts on that suit. A memory that recalls exactly has 1.0 at the target la
 (≈ 0.25) elsewhere; a memory that keeps a recency-weighted blend of recent suits answers the most
 frequent suit among the last few cards, with a profile that falls off with the lag and no peak at
 the target. It also prints the accuracy at the target lag by position in the episode (the scored
-steps in quarters).
+steps in quarters), and how large the memory's state grows along the episode: the largest |entry|
+of each env's state tensors at each step (median and max over the episodes). A linear recurrence
+whose decays exceed 1 (SHM without its clamp: C = 1 + tanh(θ ⊗ v_c) ∈ (0, 2)) grows geometrically
+there; its read stays bounded only while the query is exactly zero on the grown columns.
 
-Written to ``out`` (default RUN_DIR/eval/<checkpoint name>/): answer_lags.md (both tables) and
-answer_lags.csv (lag, greedy match, probability, target flag). Nothing else in the run changes.
+Written to ``out`` (default RUN_DIR/eval/<checkpoint name>/): answer_lags.md (the tables),
+answer_lags.csv (lag, greedy match, probability, target flag) and memory_state.csv (step, median
+and max of the largest |state| entry). Nothing else in the run changes.
 Exit code 2 (one line on stderr) for a bad run directory, a missing checkpoint, bad arguments or a
 run whose env is not a RepeatPrevious.
 """
@@ -110,6 +114,30 @@ def accuracy_by_position(rec: Dict[str, np.ndarray], lag: int, bins: int = POSIT
     return out
 
 
+def state_magnitude(state) -> np.ndarray:
+    """The largest |entry| of each batch row's floating-point state tensors (batch-first, as the
+    memory contract has them; integer parts such as a step counter are left out): [B]."""
+    import torch
+    parts = [t.detach().abs().flatten(1).amax(1) for t in state if torch.is_floating_point(t)]
+    return torch.stack(parts).amax(0).float().cpu().numpy() if parts else np.zeros(0)
+
+
+def state_growth(magnitude: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Per step: [step, median, max] over the live episodes of ``magnitude`` [n, L]; [L, 3]."""
+    rows = [(t, np.median(magnitude[alive[:, t], t]), magnitude[alive[:, t], t].max())
+            for t in range(magnitude.shape[1]) if alive[:, t].any()]
+    return np.array(rows, dtype=np.float64)
+
+
+def format_growth(growth: np.ndarray, points: int = 5) -> str:
+    """The growth table at ``points`` evenly spaced steps (first and last included)."""
+    lines = ["| step | largest memory-state entry, median over episodes | max |", "|---|---|---|"]
+    for i in np.unique(np.linspace(0, len(growth) - 1, points).round().astype(int)):
+        t, med, top = growth[i]
+        lines.append(f"| {int(t)} | {med:.3g} | {top:.3g} |")
+    return "\n".join(lines)
+
+
 def format_report(profile, by_position, target: int, n_episodes: int, mean_return: float) -> str:
     lines = [f"{n_episodes} episodes, actions sampled; mean return {mean_return:.3f}; target lag {target}",
              "", "| lag j | greedy answer = suit j steps back | probability on that suit |", "|---|---|---|"]
@@ -122,7 +150,8 @@ def format_report(profile, by_position, target: int, n_episodes: int, mean_retur
 
 
 def agent_policy(trainer) -> Policy:
-    """The run's PPO agent as a ``Policy``: its memory starts fresh and is carried between calls."""
+    """The run's PPO agent as a ``Policy``: its memory starts fresh and is carried between calls;
+    ``policy.state_magnitude`` collects ``state_magnitude`` of the state after each call."""
     import torch
     state = None
 
@@ -132,7 +161,9 @@ def agent_policy(trainer) -> Policy:
             state = trainer.agent.initial_state(len(obs), trainer.device)
         with torch.no_grad():
             logits, _, state = trainer.agent.step(trainer._t(obs), state, trainer._t(first, torch.bool))
+        policy.state_magnitude.append(state_magnitude(state))
         return logits.float().cpu().numpy()
+    policy.state_magnitude = []
     return policy
 
 
@@ -150,11 +181,14 @@ def analyse(args: dict) -> int:
     target = k - 1
     max_lag = target + 4 if args["max_lag"] is None else int(args["max_lag"])
     torch.manual_seed(int(args["seed"]))
-    rec = play_and_record(agent_policy(trainer), venv, seed=int(args["seed"]))
+    policy = agent_policy(trainer)
+    rec = play_and_record(policy, venv, seed=int(args["seed"]))
     venv.close()
     profile = lag_profile(rec, max_lag)
-    report = format_report(profile, accuracy_by_position(rec, target), target, int(args["episodes"]),
-                           float(rec["returns"].mean()))
+    growth = state_growth(np.stack(policy.state_magnitude, 1), rec["alive"])
+    report = (format_report(profile, accuracy_by_position(rec, target), target, int(args["episodes"]),
+                            float(rec["returns"].mean()))
+              + "\n\n" + format_growth(growth))
     c = ckpt.get("counters", {})
     head = f"{run_dir}: {ckpt_path} (iteration {c.get('iteration', '?')}, env steps {c.get('env_steps', '?')})"
     print(head + "\n\n" + report)
@@ -166,7 +200,11 @@ def analyse(args: dict) -> int:
         w.writerow(["lag", "greedy_match", "probability", "target"])
         for j, g, p in zip(profile["lag"], profile["greedy"], profile["prob"]):
             w.writerow([int(j), f"{g:.6f}", f"{p:.6f}", int(j == target)])
-    print(f"\nwrote {out / 'answer_lags.md'} and answer_lags.csv")
+    with open(out / "memory_state.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["step", "median_abs_max", "max_abs_max"])
+        w.writerows([int(t), f"{med:.6g}", f"{top:.6g}"] for t, med, top in growth)
+    print(f"\nwrote {out / 'answer_lags.md'}, answer_lags.csv and memory_state.csv")
     return 0
 
 

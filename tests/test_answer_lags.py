@@ -66,6 +66,21 @@ def test_a_policy_recalling_the_wrong_lag_peaks_at_its_own_lag():
     venv.close()
 
 
+def test_state_magnitude_takes_each_rows_largest_float_entry_and_growth_summarises_live_steps():
+    import torch
+    M = torch.tensor([[[1.0, -7.0], [2.0, 0.5]], [[0.25, 0.0], [-0.5, 0.125]]])   # [B=2, 2, 2]
+    h = torch.tensor([[3.0, -4.0], [-9.0, 1.0]])                                # [B=2, 2]
+    counter = torch.tensor([1000, 2000])                                        # integer: left out
+    np.testing.assert_array_equal(answer_lags.state_magnitude((M, h, counter)), [7.0, 9.0])
+    # 3 episodes, 4 steps; the third ends after step 1 (its later, huge values are not counted)
+    mag = np.array([[1.0, 2.0, 4.0, 8.0], [3.0, 6.0, 12.0, 24.0], [5.0, 10.0, 1e9, 1e9]])
+    alive = np.array([[True] * 4, [True] * 4, [True, True, False, False]])
+    growth = answer_lags.state_growth(mag, alive)
+    np.testing.assert_array_equal(growth, [[0, 3.0, 5.0], [1, 6.0, 10.0], [2, 8.0, 12.0], [3, 16.0, 24.0]])
+    table = answer_lags.format_growth(growth, points=3)
+    assert table.splitlines()[2:] == ["| 0 | 3 | 5 |", "| 2 | 8 | 12 |", "| 3 | 16 | 24 |"]
+
+
 def test_other_envs_are_refused():
     venv = vector_env(2, name="AutoencodeEasy")
     with pytest.raises(EvalError, match="RepeatPrevious runs only; this run's env is AutoencodeEasy"):
@@ -89,6 +104,13 @@ def test_the_cli_on_a_ppo_run(tmp_path, capsys):
     assert [int(r["lag"]) for r in rows] == list(range(6))
     assert [int(r["target"]) for r in rows] == [0, 0, 0, 1, 0, 0]
     assert all(0.0 <= float(r["greedy_match"]) <= 1.0 and 0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    # the GRU's state: one row per step of the 51-step episodes, |h| < 1 (tanh), and after the first
+    # step never zero
+    assert "| step | largest memory-state entry" in out
+    with open(run / "eval" / "last" / "memory_state.csv") as f:
+        growth = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in growth] == list(range(51))
+    assert all(0.0 < float(r["median_abs_max"]) <= float(r["max_abs_max"]) < 1.0 for r in growth)
     # bad input: one line on stderr, exit code 2
     assert answer_lags.main([str(run), "lags=3"]) == 2
     assert "unknown argument lags=3" in capsys.readouterr().err
